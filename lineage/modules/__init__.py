@@ -1,0 +1,1 @@
+"""Lightning modules, one per fit mode: every family is driven by the same Trainer."""

@@ -1,0 +1,212 @@
+"""LineageModule: the one scoring path shared by every family.
+
+Families supply natural-log probabilities of target tokens (``token_log_probs``); this module sums
+them over exactly the targets the data module marks and turns the sums into ``{split}/nll``,
+``{split}/ppl``, ``{split}/bits_per_token`` and ``{split}/tokens`` (``lineage.metrics``), the
+same way for an n-gram, a rule system and a transformer. The sums are float64 (a sum over tokens,
+never a mean of batch means) and are added across processes under DDP. They are plain numbers, not
+torchmetrics ``SumMetric``s: moving such a metric to a device resets its input dtype to float32.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+
+import lightning as L
+import numpy as np
+import torch
+
+from lineage.data.vocab import Vocabulary
+from lineage.interface import Batching, Capability, FitMode, TokenBatch
+from lineage.metrics import perplexity_metrics
+
+EVAL_SPLITS = ("val", "test")
+
+
+class LineageModule(L.LightningModule):
+    """Base of every family's LightningModule.
+
+    Subclasses set the identity (``family``, ``year``, ``era``, ``citation``), ``capabilities``
+    and ``fit_mode``, and implement ``token_log_probs`` / ``next_token_log_probs``. Engine-backed
+    families (``CountLM``, ``StaticLM``) take them from the wrapped engine ``self.lm``.
+
+    Args:
+        vocab: the corpus vocabulary as a list of types (stored in the checkpoint, so a saved
+            model scores and generates without the data module).
+    """
+
+    family: str = "?"
+    year: int = 0
+    era: str = ""
+    citation: str = ""
+    capabilities: frozenset[Capability] = frozenset()
+    fit_mode: FitMode = FitMode.GRADIENT
+
+    def __init__(self, vocab: Sequence[str]):
+        super().__init__()
+        self.vocab = Vocabulary(vocab)
+        self._sums = {s: [0.0, 0] for s in EVAL_SPLITS}  # split -> [nll in nats, targets]
+        self._eval_seconds = {s: 0.0 for s in EVAL_SPLITS}
+        self.eval_results: dict[str, float] = {}  # latest float64 metrics per split
+
+    @property
+    def vocab_size(self) -> int:
+        return len(self.vocab)
+
+    # ----- what the family provides ---------------------------------------------------------
+    def token_log_probs(self, batch: TokenBatch) -> torch.Tensor:
+        """(B, T) float64 natural-log probability of each target given its history; 0 elsewhere."""
+        raise NotImplementedError
+
+    def next_token_log_probs(self, context: torch.Tensor) -> torch.Tensor:
+        """(B, T) int64 contexts -> (B, V) float64 log-probabilities of the next token."""
+        raise NotImplementedError
+
+    def batching(self) -> Batching:
+        return Batching(mode="full")
+
+    def trainer_overrides(self) -> dict:
+        return {}
+
+    def cost(self) -> dict[str, float]:
+        return {"params": float(sum(p.numel() for p in self.parameters()))}
+
+    # ----- the one scoring path -------------------------------------------------------------
+    def _score(self, batch: TokenBatch, split: str) -> None:
+        start = time.perf_counter()
+        log_probs = self.token_log_probs(batch)  # (B, T)
+        mask = batch.target_mask
+        if not torch.isfinite(log_probs[mask]).all():
+            raise FloatingPointError(
+                f"{type(self).__name__} gave a non-finite log-probability on split {split!r}: "
+                "every family must define a proper distribution with no zero probabilities"
+            )
+        sums = self._sums[split]
+        sums[0] += float(-log_probs[mask].double().sum())
+        sums[1] += int(mask.sum())
+        self._eval_seconds[split] += time.perf_counter() - start
+
+    def _log_split(self, split: str) -> None:
+        totals = torch.tensor(self._sums[split], dtype=torch.float64, device=self.device)
+        self._sums[split] = [0.0, 0]
+        if self.trainer.world_size > 1:
+            totals = self.trainer.strategy.reduce(totals, reduce_op="sum")
+        nll, n = float(totals[0]), int(totals[1])
+        seconds, self._eval_seconds[split] = self._eval_seconds[split], 0.0
+        if n == 0 or self.trainer.sanity_checking:
+            return
+        metrics = perplexity_metrics(nll, n, split)
+        if seconds > 0:
+            metrics[f"cost/{split}_tokens_per_sec"] = n / seconds
+        self.eval_results.update(metrics)
+        # Lightning's self.log casts to float32; it feeds the progress bar and checkpoint
+        # monitors, while the logger receives the float64 values directly.
+        self.log_dict(metrics, logger=False)
+        if self.logger is not None:
+            self.logger.log_metrics(metrics, step=self.global_step)
+
+    def validation_step(self, batch: TokenBatch, batch_idx: int) -> None:
+        self._score(batch, "val")
+
+    def test_step(self, batch: TokenBatch, batch_idx: int) -> None:
+        self._score(batch, "test")
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_split("val")
+
+    def on_test_epoch_end(self) -> None:
+        self._log_split("test")
+
+    # ----- generation -----------------------------------------------------------------------
+    @torch.no_grad()
+    def generate(
+        self,
+        prompt: Sequence[int],
+        max_new_tokens: int,
+        temperature: float = 1.0,
+        top_k: int | None = None,
+        seed: int = 0,
+    ) -> list[int]:
+        """Sample ``max_new_tokens`` ids after ``prompt`` (ids; empty means "after ``<eos>``").
+
+        ``temperature=0`` is greedy decoding. The same seed gives the same tokens: sampling uses
+        its own ``torch.Generator``, never the global RNG.
+        """
+        generator = torch.Generator().manual_seed(seed)
+        context = list(prompt) if len(prompt) else [self.vocab.eos_id]
+        new: list[int] = []
+        for _ in range(max_new_tokens):
+            log_probs = self.next_token_log_probs(torch.tensor([context]))[0].double().cpu()  # (V,)
+            next_id = sample_token(log_probs, temperature, top_k, generator)
+            context.append(next_id)
+            new.append(next_id)
+        return new
+
+    def sample_texts(
+        self,
+        n: int,
+        max_new_tokens: int,
+        temperature: float = 1.0,
+        top_k: int | None = None,
+        seed: int = 0,
+    ) -> list[str]:
+        """``n`` samples as text, one line per sentence (``<eos>`` ends a line)."""
+        texts = []
+        for i in range(n):
+            ids = self.generate([], max_new_tokens, temperature, top_k, seed=seed + i)
+            words = self.vocab.decode(ids)
+            texts.append(" ".join(words).replace(" <eos> ", "\n").replace("<eos>", "").strip())
+        return texts
+
+
+def sample_token(
+    log_probs: torch.Tensor, temperature: float, top_k: int | None, generator: torch.Generator
+) -> int:
+    """Draw one id from (V,) log-probabilities with temperature and top-k filtering."""
+    if temperature < 0:
+        raise ValueError(f"temperature must be >= 0, got {temperature}")
+    if temperature == 0:
+        return int(torch.argmax(log_probs))
+    logits = log_probs / temperature
+    if top_k is not None and 0 < top_k < logits.numel():
+        kth = torch.topk(logits, top_k).values[-1]
+        logits = torch.where(logits < kth, torch.full_like(logits, -np.inf), logits)
+    probs = torch.softmax(logits, dim=-1)
+    return int(torch.multinomial(probs, 1, generator=generator))
+
+
+class EngineModule(LineageModule):
+    """A family whose maths lives in a plain numpy engine (``lineage.models``), wrapped here.
+
+    The engine provides ``log_probs(tokens (N,)) -> (N,)`` and ``next_token_log_probs(contexts
+    (B, T)) -> (B, V)``, both natural logs; identity and capabilities are read from its class.
+
+    Args:
+        vocab: the corpus vocabulary (list of types).
+        lm: a constructor taking ``vocab=Vocabulary`` (a Hydra ``_partial_``), e.g.
+            ``NgramLM`` with its order and smoothing already bound.
+    """
+
+    def __init__(self, vocab: Sequence[str], lm):
+        super().__init__(vocab)
+        # The engine constructor is a functools.partial; it pickles into the checkpoint, so
+        # `load_from_checkpoint(path)` rebuilds the family with no config at hand.
+        self.save_hyperparameters(logger=False)
+        self.lm = lm(vocab=self.vocab)
+        for name in ("family", "year", "era", "citation", "capabilities"):
+            setattr(self, name, getattr(self.lm, name))
+
+    def token_log_probs(self, batch: TokenBatch) -> torch.Tensor:
+        tokens = batch.tokens.cpu().numpy()  # (B, T)
+        out = np.zeros(tokens.shape, dtype=np.float64)  # (B, T)
+        for b in range(tokens.shape[0]):
+            out[b] = self.lm.log_probs(tokens[b])
+        log_probs = torch.from_numpy(out).to(batch.tokens.device)
+        return torch.where(batch.target_mask, log_probs, torch.zeros_like(log_probs))
+
+    def next_token_log_probs(self, context: torch.Tensor) -> torch.Tensor:
+        return torch.from_numpy(self.lm.next_token_log_probs(context.cpu().numpy()))
+
+    def cost(self) -> dict[str, float]:
+        return {k: float(v) for k, v in self.lm.cost().items()}

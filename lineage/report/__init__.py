@@ -1,0 +1,1 @@
+"""Reports built from the MLflow store: tables of finished runs."""

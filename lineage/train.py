@@ -1,0 +1,238 @@
+"""``lineage-train``: the Hydra app that trains and scores one family on one corpus.
+
+One job = one MLflow run: prepare the corpus (cached), build the family with the corpus
+vocabulary, then ``Trainer.fit`` (skipped for families with nothing to learn), ``validate`` and
+``test``, and log metrics, cost, samples and the resolved config. Sweeps are Hydra multiruns:
+
+    lineage-train model=ngram corpus=ptb corpus.data_dir=/data/ptb
+    lineage-train -m model=rule,ngram seed=1,2
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import resource
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+import lineage.config  # noqa: F401  (registers the train schema before Hydra composes)
+
+log = logging.getLogger("lineage")
+
+
+class _DropTips(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "Tip:" not in record.getMessage()
+
+
+def _quiet_libraries() -> None:
+    """One line per event: Lightning prints through its own handler, so stop the duplicate that
+    Hydra's root handler would add; drop advertising tips and a known upstream deprecation."""
+    import warnings
+
+    for name in ("lightning.pytorch", "lightning.fabric"):
+        logger = logging.getLogger(name)
+        logger.propagate = False
+        for handler in logger.handlers:
+            handler.addFilter(_DropTips())
+    logging.getLogger("gensim").setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)` is deprecated")
+
+
+STAGES = ("fit", "validate", "test")
+
+
+def _hydra_choice(group: str, default: str) -> str:
+    if HydraConfig.initialized():
+        return str(HydraConfig.get().runtime.choices.get(group, default))
+    return default
+
+
+def _sweep_tags() -> dict[str, str]:
+    if not HydraConfig.initialized():
+        return {}
+    hc = HydraConfig.get()
+    if str(hc.mode) != "RunMode.MULTIRUN":
+        return {}
+    return {"sweep_id": Path(hc.sweep.dir).name, "sweep_job": str(hc.job.num)}
+
+
+def _output_dir(cfg: DictConfig) -> Path:
+    if HydraConfig.initialized():
+        return Path(HydraConfig.get().runtime.output_dir)
+    return Path(tempfile.mkdtemp(prefix="lineage-"))
+
+
+def _validate_stages(stages: Sequence[str]) -> list[str]:
+    unknown = [s for s in stages if s not in STAGES]
+    if unknown:
+        raise ValueError(f"stages: unknown stage(s) {unknown}; allowed: {list(STAGES)}")
+    return list(stages)
+
+
+def run(cfg: DictConfig, callbacks: Sequence = ()) -> dict[str, float]:
+    """Run one job; returns the final metrics (also logged to MLflow when tracking is on).
+
+    Args:
+        cfg: the composed ``train`` config.
+        callbacks: extra Lightning callbacks (added to the trainer's own).
+    """
+    import lightning as L
+
+    from lineage import __version__
+    from lineage.interface import FitMode
+    from lineage.tracking import config_hash, flatten, git_info, mlflow_run, resolved
+
+    stages = _validate_stages(cfg.stages)
+    _quiet_libraries()
+    L.seed_everything(cfg.seed, workers=True)
+    model_name = _hydra_choice("model", str(cfg.model.get("_target_", "model")).split(".")[-1])
+    corpus_name = str(cfg.corpus.name)
+    run_name = f"{model_name}-{corpus_name}-s{cfg.seed}"
+    out_dir = _output_dir(cfg)
+    out_dir.mkdir(parents=True, exist_ok=True)
+
+    tags = {
+        "study": str(cfg.study),
+        "model": model_name,
+        "corpus": corpus_name,
+        "seed": str(cfg.seed),
+        "tasks": "perplexity",
+        "config_hash": config_hash(cfg),
+        "lineage_version": __version__,
+        **git_info(),
+        **_sweep_tags(),
+        **{str(k): str(v) for k, v in (cfg.get("tags") or {}).items()},
+    }
+    with mlflow_run(cfg.tracking, run_name, tags) as tracker:
+        if tracker is not None:
+            tracker.log_params(flatten(resolved(cfg)))
+            tracker.log_text(OmegaConf.to_yaml(resolved(cfg)), "config.yaml")
+            hydra_dir = out_dir / ".hydra"
+            if hydra_dir.is_dir():
+                tracker.log_artifact(hydra_dir, ".hydra")
+
+        datamodule = instantiate(cfg.corpus)
+        datamodule.prepare_data()
+        datamodule.setup()
+        model = instantiate(cfg.model, vocab=datamodule.vocab.itos)
+        datamodule.set_batching(model.batching())
+        family_tags = {"family": model.family, "era": model.era, "year": str(model.year)}
+        if tracker is not None:
+            tracker.set_tags(family_tags)
+            tracker.log_metrics(datamodule.stats())
+            tracker.log_datasets(corpus_name, datamodule.describe())
+        log.info(
+            "%s: %s (%s) on %s, vocabulary %d",
+            run_name,
+            model.family,
+            model.citation,
+            corpus_name,
+            datamodule.vocab_size,
+        )
+
+        trainer_kwargs = {
+            "logger": tracker.lightning_logger() if tracker is not None else False,
+            "callbacks": list(callbacks),
+            "default_root_dir": str(out_dir),
+            **model.trainer_overrides(),
+        }
+        trainer = instantiate(cfg.trainer, **trainer_kwargs)
+
+        results: dict[str, float] = {}
+        validated_in_fit = False
+        train_seconds = 0.0
+        if "fit" in stages and model.fit_mode != FitMode.NONE:
+            start = time.perf_counter()
+            trainer.fit(model, datamodule=datamodule)
+            train_seconds = time.perf_counter() - start
+            if trainer.interrupted:
+                raise KeyboardInterrupt(f"{run_name}: training was interrupted")
+            validated_in_fit = "val/ppl" in trainer.callback_metrics
+            n_train = datamodule.stats().get("train/tokens", 0.0)
+            results["cost/train_seconds"] = train_seconds
+            results["cost/train_tokens_per_sec"] = (
+                n_train * trainer.current_epoch / train_seconds if train_seconds > 0 else 0.0
+            )
+        ckpt = "best" if model.fit_mode == FitMode.GRADIENT and "fit" in stages else None
+        if "validate" in stages and not validated_in_fit:
+            trainer.validate(model, datamodule=datamodule, ckpt_path=ckpt, verbose=False)
+        if "test" in stages:
+            trainer.test(model, datamodule=datamodule, ckpt_path=ckpt, verbose=False)
+        results.update(model.eval_results)
+        results.update(datamodule.stats())
+
+        cost = {f"cost/{k}": v for k, v in model.cost().items()}
+        cost["cost/peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        results.update(cost)
+        results = dict(sorted(results.items()))
+
+        samples = ""
+        if "generate" in model.capabilities and cfg.samples.count > 0:
+            texts = model.sample_texts(
+                cfg.samples.count,
+                cfg.samples.max_new_tokens,
+                temperature=cfg.samples.temperature,
+                top_k=cfg.samples.top_k,
+                seed=cfg.seed,
+            )
+            samples = "\n\n".join(f"[{i}] {t}" for i, t in enumerate(texts)) + "\n"
+            (out_dir / "samples.txt").write_text(samples)
+
+        summary = {
+            "run_name": run_name,
+            "family": model.family,
+            "model": model_name,
+            "corpus": corpus_name,
+            "results": results,
+            "data": datamodule.describe(),
+            "tags": tags,
+            "config": resolved(cfg),
+        }
+        (out_dir / "results.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
+
+        if tracker is not None:
+            tracker.log_metrics(cost, step=trainer.global_step)
+            if "cost/train_seconds" in results:
+                tracker.log_metrics(
+                    {k: results[k] for k in ("cost/train_seconds", "cost/train_tokens_per_sec")},
+                    step=trainer.global_step,
+                )
+            tracker.log_artifact(out_dir / "results.json")
+            if samples:
+                tracker.log_artifact(out_dir / "samples.txt")
+            if cfg.tracking.get("log_model", False):
+                ckpt_path = out_dir / "model.ckpt"
+                trainer.save_checkpoint(ckpt_path)
+                tracker.log_artifact(ckpt_path, "model")
+    log.info("%s: %s", run_name, _one_line(results))
+    return results
+
+
+def _one_line(results: dict[str, float]) -> str:
+    keys = ("val/ppl", "test/ppl", "cost/train_seconds")
+    return ", ".join(f"{k}={results[k]:.2f}" for k in keys if k in results)
+
+
+@hydra.main(config_path="../conf", config_name="train", version_base="1.3")
+def _hydra_main(cfg: DictConfig) -> float | None:
+    results = run(cfg)
+    return results.get("val/ppl")
+
+
+def main() -> None:
+    """Console entry point ``lineage-train``."""
+    _hydra_main()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

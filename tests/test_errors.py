@@ -1,0 +1,101 @@
+"""Bad input: each case asserts the message a user sees."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+from conftest import CONF, compose_train
+from hydra.errors import ConfigCompositionException, MissingConfigException
+from hydra.utils import instantiate
+
+from lineage.data.sources import DataError
+from lineage.train import run
+
+
+def test_unknown_model_name_lists_the_available_ones(tmp_path):
+    with pytest.raises(MissingConfigException) as err:
+        compose_train(["model=lstm_huge", "tracking=none"], tmp_path)
+    message = str(err.value)
+    assert "model/lstm_huge" in message or "'model/lstm_huge'" in message
+    for known in ("ngram", "rule", "uniform"):
+        assert known in message
+
+
+def test_wrong_type_in_an_override_names_the_key_and_value(tmp_path):
+    with pytest.raises(ConfigCompositionException) as err:
+        compose_train(["seed=abc", "tracking=none"], tmp_path)
+    message = str(err.value) + str(err.value.__cause__)
+    assert "seed" in message and "abc" in message
+
+
+def test_unknown_top_level_key_is_refused(tmp_path):
+    with pytest.raises(ConfigCompositionException) as err:
+        compose_train(["sed=3", "tracking=none"], tmp_path)
+    assert "sed" in str(err.value) + str(err.value.__cause__)
+
+
+def test_bad_ngram_order_names_the_value(tiny_cfg):
+    cfg = tiny_cfg("model=ngram", "model.lm.order=9")
+    with pytest.raises(Exception) as err:
+        instantiate(cfg.model, vocab=["<unk>", "<eos>", "a"])
+    assert "9" in str(err.value) and "order" in str(err.value)
+
+
+SPLITS = ("train", "valid", "test")
+
+
+def _text_files(root, train, valid, test):
+    files = [f"corpus.files.{k}={v}" for k, v in zip(SPLITS, (train, valid, test), strict=True)]
+    return compose_train(["corpus=text_files", *files, "tracking=none", "model=uniform"], root)
+
+
+def test_missing_corpus_file(tmp_path):
+    missing = tmp_path / "nope.txt"
+    cfg = _text_files(tmp_path, missing, missing, missing)
+    with pytest.raises(DataError) as err:
+        run(cfg)
+    message = str(err.value)
+    assert "nope.txt" in message and "corpus.files.train" in message
+
+
+def test_empty_corpus(tmp_path):
+    empty = tmp_path / "empty.txt"
+    empty.write_text("\n\n")
+    good = CONF.parent / "tests" / "fixtures" / "tiny_corpus" / "valid.txt"
+    cfg = _text_files(tmp_path, empty, good, good)
+    with pytest.raises(DataError) as err:
+        run(cfg)
+    message = str(err.value)
+    assert "empty.txt" in message and "no tokens" in message
+
+
+def test_checksum_mismatch_names_file_hash_url_and_setting(tmp_path, shared_data):
+    local = tmp_path / "ptb"
+    shutil.copytree(shared_data / "ptb", local)
+    target = local / "ptb.valid.txt"
+    target.chmod(0o644)
+    data = bytearray(target.read_bytes())
+    data[100] ^= 0x01
+    target.write_bytes(bytes(data))
+    cfg = compose_train(
+        ["corpus=ptb", f"corpus.data_dir={local}", "tracking=none", "model=uniform"], tmp_path
+    )
+    with pytest.raises(DataError) as err:
+        run(cfg)
+    message = str(err.value)
+    assert "ptb.valid.txt" in message
+    assert "c9fe6985fe0d4ccb578183407d7668fc6066c20700cb4cf87d8ff1cc34df1bf2" in message
+    assert "https://" in message
+    assert "corpus.data_dir" in message
+
+
+def test_offline_without_a_local_copy(tmp_path):
+    cfg = compose_train(
+        ["corpus=ptb", f"corpus.data_dir={tmp_path / 'empty'}", "tracking=none", "model=uniform"],
+        tmp_path,
+    )
+    with pytest.raises(DataError) as err:
+        run(cfg)
+    message = str(err.value)
+    assert "ptb.train.txt" in message and "corpus.data_dir" in message and "https://" in message

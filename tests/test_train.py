@@ -1,0 +1,151 @@
+"""End to end through the runner: a real Lightning Trainer, a real MLflow store in a temporary
+directory, real Hydra composition and a real multirun."""
+
+from __future__ import annotations
+
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import lightning as L
+import pytest
+from conftest import ROOT, tiny_corpus_overrides
+from mlflow.tracking import MlflowClient
+
+from lineage.train import run
+
+SPLIT_METRICS = ("nll", "ppl", "bits_per_token", "tokens")
+RUN_TAGS = ("family", "era", "corpus", "tasks", "seed", "git_sha", "config_hash", "lineage_version")
+
+
+def _runs(cfg):
+    client = MlflowClient(tracking_uri=cfg.tracking.uri)
+    experiment = client.get_experiment_by_name(cfg.tracking.experiment)
+    assert experiment is not None
+    return client, experiment, client.search_runs([experiment.experiment_id])
+
+
+def test_run_logs_one_finished_run_with_the_documented_names(tiny_cfg):
+    cfg = tiny_cfg("model=ngram_kn3", "study=names", tracking="mlflow")
+    results = run(cfg)
+    client, experiment, runs = _runs(cfg)
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
+    assert len(runs) == 1
+    mlrun = runs[0]
+    assert mlrun.info.status == "FINISHED"
+    assert mlrun.info.run_name == "ngram_kn3-text_files-s0"
+    metrics = mlrun.data.metrics
+    for split in ("val", "test"):
+        for name in SPLIT_METRICS:
+            assert f"{split}/{name}" in metrics
+        assert metrics[f"{split}/ppl"] == pytest.approx(math.exp(metrics[f"{split}/nll"]))
+        assert metrics[f"{split}/bits_per_token"] == pytest.approx(
+            metrics[f"{split}/nll"] / math.log(2)
+        )
+    for name in ("params", "train_seconds", "train_tokens_per_sec", "peak_rss_mb"):
+        assert f"cost/{name}" in metrics
+    assert "test/oov_rate" in metrics
+    assert metrics["test/ppl"] == pytest.approx(results["test/ppl"])
+    for tag in RUN_TAGS:
+        assert mlrun.data.tags.get(tag), tag
+    assert mlrun.data.tags["family"] == "ngram"
+    assert mlrun.data.params["model.lm.order"] == "3"
+    artifacts = {a.path for a in client.list_artifacts(mlrun.info.run_id)}
+    assert {"config.yaml", "results.json", "samples.txt", "model"} <= artifacts
+    contexts = {
+        tag.value
+        for ds in mlrun.inputs.dataset_inputs
+        for tag in ds.tags
+        if tag.key == "mlflow.data.context"
+    }
+    assert contexts == {"train", "val", "test"}
+    assert all(ds.dataset.digest for ds in mlrun.inputs.dataset_inputs)
+
+
+def test_uniform_perplexity_is_the_vocabulary_size(tiny_cfg):
+    cfg = tiny_cfg("model=uniform")
+    results = run(cfg)
+    from hydra.utils import instantiate
+
+    dm = instantiate(cfg.corpus)
+    dm.prepare_data()
+    dm.setup()
+    V = dm.vocab_size
+    assert results["test/ppl"] == pytest.approx(V, rel=1e-12)
+    assert results["val/bits_per_token"] == pytest.approx(math.log2(V), rel=1e-12)
+    assert results["test/tokens"] == dm.stream("test").numel() - 1
+
+
+class _InterruptTraining(L.Callback):
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        raise KeyboardInterrupt
+
+
+def test_interrupted_fit_ends_failed_and_leaves_nothing_half_written(tiny_cfg, tmp_path):
+    cfg = tiny_cfg("model=ngram", "study=interrupted", tracking="mlflow")
+    with pytest.raises((KeyboardInterrupt, SystemExit)):
+        run(cfg, callbacks=[_InterruptTraining()])
+    client, _, runs = _runs(cfg)
+    assert [r.info.status for r in runs] == ["FAILED"]
+    artifacts = {a.path for a in client.list_artifacts(runs[0].info.run_id)}
+    assert "model" not in artifacts and "results.json" not in artifacts
+    leftovers = [p for p in (tmp_path / "cache").rglob("*") if ".tmp" in p.name]
+    assert leftovers == []
+    # the prepared cache that was written is complete: the next run uses it and finishes
+    assert run(tiny_cfg("model=ngram", "study=interrupted"))["test/tokens"] > 0
+
+
+class _Boom(L.Callback):
+    def on_validation_start(self, trainer, pl_module):
+        raise RuntimeError("boom")
+
+
+def test_a_run_that_raises_ends_failed(tiny_cfg):
+    cfg = tiny_cfg("model=rule", "study=raises", tracking="mlflow")
+    with pytest.raises(RuntimeError, match="boom"):
+        run(cfg, callbacks=[_Boom()])
+    _, _, runs = _runs(cfg)
+    assert [r.info.status for r in runs] == ["FAILED"]
+
+
+def test_multirun_from_the_command_line(tmp_path):
+    """`lineage-train -m model=rule,ngram seed=1,2`: a real Hydra multirun into a temp store."""
+    env = {
+        **os.environ,
+        "LINEAGE_CACHE_DIR": str(tmp_path / "cache"),
+        "LINEAGE_OFFLINE": "1",
+    }
+    cmd = [
+        sys.executable,
+        "-m",
+        "lineage.train",
+        "-m",
+        "model=rule,ngram",
+        "seed=1,2",
+        "study=sweep-test",
+        f"paths.root_dir={tmp_path}",
+        "trainer.enable_progress_bar=false",
+        *tiny_corpus_overrides(),
+    ]
+    done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path}/mlruns/mlflow.db")
+    experiment = client.get_experiment_by_name("sweep-test")
+    runs = client.search_runs([experiment.experiment_id])
+    assert sorted(r.info.run_name for r in runs) == [
+        "ngram-text_files-s1",
+        "ngram-text_files-s2",
+        "rule-text_files-s1",
+        "rule-text_files-s2",
+    ]
+    assert {r.info.status for r in runs} == {"FINISHED"}
+    assert len({r.data.tags["sweep_id"] for r in runs}) == 1
+    for r in runs:
+        for split in ("val", "test"):
+            for name in SPLIT_METRICS:
+                assert f"{split}/{name}" in r.data.metrics
+    # every family scored the same targets
+    assert len({r.data.metrics["test/tokens"] for r in runs}) == 1
+    assert Path(tmp_path / "mlruns" / "artifacts").is_dir()
