@@ -7,10 +7,12 @@ classes they instantiate.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
+from omegaconf import OmegaConf
 
 
 @dataclass
@@ -37,6 +39,9 @@ class TrainConfig:
 
 def register() -> None:
     ConfigStore.instance().store(name="train_schema", node=TrainConfig)
+    # The directory lineage was started from; unlike ${hydra:runtime.cwd} it also resolves
+    # where Hydra builds the sweep directory, before any job starts.
+    OmegaConf.register_new_resolver("lineage.cwd", os.getcwd, replace=True)
 
 
 register()

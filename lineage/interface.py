@@ -116,6 +116,10 @@ class LanguageModel(Protocol):
         """(B, T) context ids -> (B, V) next-token log-probabilities (rows logsumexp to 0)."""
         ...
 
+    def features(self, texts: list[list[int]]) -> torch.Tensor:
+        """One (D,) vector per text (token ids) for downstream probes: (len(texts), D)."""
+        ...
+
     def generate(
         self,
         prompt: list[int],

@@ -26,6 +26,9 @@ from omegaconf import DictConfig, OmegaConf
 
 import lineage.config  # noqa: F401  (registers the train schema before Hydra composes)
 
+# An absolute path: as a console script, Hydra would resolve "../conf" as a Python module.
+CONF_DIR = str(Path(__file__).resolve().parents[1] / "conf")
+
 log = logging.getLogger("lineage")
 
 
@@ -223,7 +226,7 @@ def _one_line(results: dict[str, float]) -> str:
     return ", ".join(f"{k}={results[k]:.2f}" for k in keys if k in results)
 
 
-@hydra.main(config_path="../conf", config_name="train", version_base="1.3")
+@hydra.main(config_path=CONF_DIR, config_name="train", version_base="1.3")
 def _hydra_main(cfg: DictConfig) -> float | None:
     results = run(cfg)
     return results.get("val/ppl")

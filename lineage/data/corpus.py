@@ -268,8 +268,12 @@ class CorpusDataModule(L.LightningDataModule):
         )
 
     def prepare_data(self) -> None:
-        """Fetch and verify the raw files, and build the prepared cache if needed."""
-        self._load()
+        """Fetch and verify the raw files, and build the prepared cache if needed.
+
+        Lightning calls this again at every fit/validate/test; once loaded, the corpus is kept.
+        """
+        if self._prepared is None:
+            self._load()
 
     def setup(self, stage: str | None = None) -> None:
         """Load the prepared corpus (idempotent; prepares it if :meth:`prepare_data` did not)."""

@@ -63,6 +63,13 @@ class LineageModule(L.LightningModule):
         """(B, T) int64 contexts -> (B, V) float64 log-probabilities of the next token."""
         raise NotImplementedError
 
+    def features(self, texts: Sequence[Sequence[int]]) -> torch.Tensor:
+        """(len(texts), D) one vector per text, for families with the FEATURES capability."""
+        raise NotImplementedError(
+            f"family {self.family!r} has no {Capability.FEATURES.value!r} capability; "
+            "tasks that need features skip it and tables print '—'"
+        )
+
     def batching(self) -> Batching:
         return Batching(mode="full")
 
@@ -97,8 +104,8 @@ class LineageModule(L.LightningModule):
         if n == 0 or self.trainer.sanity_checking:
             return
         metrics = perplexity_metrics(nll, n, split)
-        if seconds > 0:
-            metrics[f"cost/{split}_tokens_per_sec"] = n / seconds
+        if split == "test" and seconds > 0:  # valid may include a count model's finalisation
+            metrics["cost/eval_tokens_per_sec"] = n / seconds
         self.eval_results.update(metrics)
         # Lightning's self.log casts to float32; it feeds the progress bar and checkpoint
         # monitors, while the logger receives the float64 values directly.

@@ -9,12 +9,16 @@ mean ± sd with the number of runs; "—" marks what a family cannot do.
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import hydra
 import pandas as pd
 from omegaconf import DictConfig
 
+import lineage.config  # noqa: F401  (registers the ${lineage.cwd:} resolver)
 from lineage.report.collect import finished_runs
+
+CONF_DIR = str(Path(__file__).resolve().parents[2] / "conf")
 
 COLUMNS = [  # (metric, header, decimals)
     ("metrics.val/ppl", "valid ppl", 2),
@@ -54,12 +58,13 @@ def summary_table(runs: pd.DataFrame) -> pd.DataFrame:
         }
         for metric, header, decimals in COLUMNS:
             row[header] = _cell(group[metric], decimals) if metric in group else DASH
-        rows.append((group["year"].iloc[0], model, row))
-    rows.sort(key=lambda r: (r[0], r[1]))
-    return pd.DataFrame([r[2] for r in rows])
+        size = group["metrics.cost/params"].mean() if "metrics.cost/params" in group else 0.0
+        rows.append(((group["year"].iloc[0], size, model), row))
+    rows.sort(key=lambda r: r[0])  # lineage order (year), then smaller models first
+    return pd.DataFrame([r[1] for r in rows])
 
 
-@hydra.main(config_path="../../conf", config_name="report", version_base="1.3")
+@hydra.main(config_path=CONF_DIR, config_name="report", version_base="1.3")
 def _hydra_main(cfg: DictConfig) -> None:
     runs = finished_runs(str(cfg.tracking.uri), str(cfg.study))
     table = summary_table(runs)
