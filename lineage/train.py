@@ -228,7 +228,13 @@ def _one_line(results: dict[str, float]) -> str:
 
 @hydra.main(config_path=CONF_DIR, config_name="train", version_base="1.3")
 def _hydra_main(cfg: DictConfig) -> float | None:
-    results = run(cfg)
+    from lineage.data.sources import DataError
+
+    try:
+        results = run(cfg)
+    except DataError as err:  # bad input: the message says what to fix; no traceback
+        print(f"lineage-train: {err}", file=sys.stderr)
+        raise SystemExit(2) from None
     return results.get("val/ppl")
 
 

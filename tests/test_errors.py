@@ -99,3 +99,27 @@ def test_offline_without_a_local_copy(tmp_path):
         run(cfg)
     message = str(err.value)
     assert "ptb.train.txt" in message and "corpus.data_dir" in message and "https://" in message
+
+
+def test_the_command_line_prints_the_data_error_without_a_traceback(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    cmd = [
+        sys.executable,
+        "-m",
+        "lineage.train",
+        "corpus=ptb",
+        f"corpus.data_dir={tmp_path / 'nowhere'}",
+        "tracking=none",
+        f"paths.root_dir={tmp_path}",
+    ]
+    env = {**os.environ, "LINEAGE_OFFLINE": "1", "LINEAGE_CACHE_DIR": str(tmp_path / "cache")}
+    done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2
+    assert "Traceback" not in done.stderr
+    assert "lineage-train: source 'ptb': ptb.train.txt is missing" in done.stderr
+    assert "corpus.data_dir=" in done.stderr

@@ -217,3 +217,8 @@ class EngineModule(LineageModule):
 
     def cost(self) -> dict[str, float]:
         return {k: float(v) for k, v in self.lm.cost().items()}
+
+    def trainer_overrides(self) -> dict:
+        # One process: the whole split is one batch, which a distributed sampler would hand to
+        # every rank (counting and scoring it twice). These families take seconds on one core.
+        return {"devices": 1, "num_nodes": 1, "strategy": "auto"}

@@ -42,6 +42,7 @@ class CountLM(EngineModule):
         # One counting pass; Lightning rejects clipping and accumulation under manual
         # optimisation; a sanity check would score an empty model for nothing.
         return {
+            **super().trainer_overrides(),
             "max_epochs": 1,
             "gradient_clip_val": None,
             "accumulate_grad_batches": 1,
