@@ -30,6 +30,9 @@ class TrainConfig:
     stages: list[str] = field(default_factory=lambda: ["fit", "validate", "test"])
     samples: SamplesConfig = field(default_factory=SamplesConfig)
     tags: dict[str, Any] = field(default_factory=dict)
+    ckpt_path: str | None = None  # resume an interrupted fit from this Lightning checkpoint
+    force: bool = False  # rerun even if a FINISHED run with the same config hash exists
+    task: Any = None  # downstream tasks, composed from conf/task/
     paths: Any = None
     corpus: Any = None
     model: Any = None

@@ -173,6 +173,30 @@ class Run:
             self.client.log_inputs(self.run_id, datasets=inputs)
 
 
+def find_finished(tracking: DictConfig, config_hash: str) -> dict | None:
+    """The latest FINISHED run of the study with this config hash: ``{run_id, metrics}``."""
+    if not tracking.get("enabled", True):
+        return None
+    from mlflow.tracking import MlflowClient
+
+    uri = str(tracking.uri)
+    if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).exists():
+        return None
+    client = MlflowClient(tracking_uri=uri)
+    experiment = client.get_experiment_by_name(str(tracking.experiment))
+    if experiment is None:
+        return None
+    runs = client.search_runs(
+        [experiment.experiment_id],
+        filter_string=f"attributes.status = 'FINISHED' and tags.config_hash = '{config_hash}'",
+        order_by=["attributes.start_time DESC"],
+        max_results=1,
+    )
+    if not runs:
+        return None
+    return {"run_id": runs[0].info.run_id, "metrics": dict(runs[0].data.metrics)}
+
+
 @contextmanager
 def mlflow_run(
     tracking: DictConfig, run_name: str, tags: Mapping[str, str]

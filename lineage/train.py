@@ -92,8 +92,8 @@ def run(cfg: DictConfig, callbacks: Sequence = ()) -> dict[str, float]:
     import lightning as L
 
     from lineage import __version__
-    from lineage.interface import FitMode
-    from lineage.tracking import config_hash, flatten, git_info, mlflow_run, resolved
+    from lineage.interface import Capability, FitMode
+    from lineage.tracking import config_hash, find_finished, flatten, git_info, mlflow_run, resolved
 
     stages = _validate_stages(cfg.stages)
     _quiet_libraries()
@@ -109,13 +109,22 @@ def run(cfg: DictConfig, callbacks: Sequence = ()) -> dict[str, float]:
         "model": model_name,
         "corpus": corpus_name,
         "seed": str(cfg.seed),
-        "tasks": "perplexity",
+        "tasks": ",".join(["perplexity", *(cfg.get("task") or {})]),
         "config_hash": config_hash(cfg),
         "lineage_version": __version__,
         **git_info(),
         **_sweep_tags(),
         **{str(k): str(v) for k, v in (cfg.get("tags") or {}).items()},
     }
+    if not cfg.get("force", False):
+        done = find_finished(cfg.tracking, tags["config_hash"])
+        if done is not None:
+            log.info(
+                "%s: skipped, run %s already FINISHED this config (force=true reruns)",
+                run_name,
+                done["run_id"],
+            )
+            return done["metrics"]
     with mlflow_run(cfg.tracking, run_name, tags) as tracker:
         if tracker is not None:
             tracker.log_params(flatten(resolved(cfg)))
@@ -156,7 +165,7 @@ def run(cfg: DictConfig, callbacks: Sequence = ()) -> dict[str, float]:
         train_seconds = 0.0
         if "fit" in stages and model.fit_mode != FitMode.NONE:
             start = time.perf_counter()
-            trainer.fit(model, datamodule=datamodule)
+            trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
             train_seconds = time.perf_counter() - start
             if trainer.interrupted:
                 raise KeyboardInterrupt(f"{run_name}: training was interrupted")
@@ -167,12 +176,18 @@ def run(cfg: DictConfig, callbacks: Sequence = ()) -> dict[str, float]:
                 n_train * trainer.current_epoch / train_seconds if train_seconds > 0 else 0.0
             )
         ckpt = "best" if model.fit_mode == FitMode.GRADIENT and "fit" in stages else None
-        if "validate" in stages and not validated_in_fit:
+        scores = Capability.LOG_PROB in model.capabilities  # else perplexity is "—"
+        if scores and "validate" in stages and not validated_in_fit:
             trainer.validate(model, datamodule=datamodule, ckpt_path=ckpt, verbose=False)
-        if "test" in stages:
+        if scores and "test" in stages:
             trainer.test(model, datamodule=datamodule, ckpt_path=ckpt, verbose=False)
         results.update(model.eval_results)
         results.update(datamodule.stats())
+
+        if cfg.get("task"):  # downstream tasks (conf/task/), scored for every family
+            from lineage.tasks import evaluate_tasks
+
+            results.update(evaluate_tasks(cfg.task, model, datamodule, tracker, out_dir))
 
         cost = {f"cost/{k}": v for k, v in model.cost().items()}
         cost["cost/peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

@@ -88,7 +88,7 @@ def test_token_log_probs_agree_with_next_token_distribution(fitted):
     scored = model.token_log_probs(TokenBatch(tokens, mask, split="test"))[0]  # (T,)
     for t in range(1, tokens.shape[1]):
         expected = model.next_token_log_probs(tokens[:, :t])[0, tokens[0, t]]
-        assert scored[t].item() == pytest.approx(expected.item(), abs=1e-6), t
+        assert scored[t].item() == pytest.approx(expected.item(), abs=1e-5), t  # float32 nets
 
 
 @parametrize_models
@@ -108,7 +108,7 @@ def test_checkpoint_round_trip_gives_identical_scores(fitted, tmp_path):
     model, dm, trainer = fitted
     path = tmp_path / "model.ckpt"
     trainer.save_checkpoint(path)
-    restored = type(model).load_from_checkpoint(path, weights_only=False)
+    restored = type(model).load_from_checkpoint(path)  # weights_only: plain data only
     restored.eval()
     model.eval()
     tokens = dm.stream("test").unsqueeze(0)  # (1, N+1)

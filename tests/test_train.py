@@ -149,3 +149,13 @@ def test_multirun_from_the_command_line(tmp_path):
     # every family scored the same targets
     assert len({r.data.metrics["test/tokens"] for r in runs}) == 1
     assert Path(tmp_path / "mlruns" / "artifacts").is_dir()
+
+
+def test_a_finished_config_is_skipped_unless_forced(tiny_cfg):
+    first = run(tiny_cfg("model=rule", "study=skip", tracking="mlflow"))
+    again = run(tiny_cfg("model=rule", "study=skip", tracking="mlflow"))
+    cfg = tiny_cfg("model=rule", "study=skip", "force=true", tracking="mlflow")
+    forced = run(cfg)
+    _, _, runs = _runs(cfg)
+    assert len(runs) == 2  # the second call found the FINISHED run and did nothing
+    assert again["test/ppl"] == pytest.approx(first["test/ppl"]) == pytest.approx(forced["test/ppl"])

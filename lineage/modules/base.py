@@ -183,6 +183,28 @@ def sample_token(
     return int(torch.multinomial(probs, 1, generator=generator))
 
 
+def plain(spec):
+    """A Hydra config node as plain dicts and lists, so a checkpoint loads with ``torch.load``'s
+    default ``weights_only=True`` (no pickled classes or partials)."""
+    from omegaconf import DictConfig, ListConfig, OmegaConf
+
+    if isinstance(spec, DictConfig | ListConfig):
+        return OmegaConf.to_container(spec, resolve=True)
+    return spec
+
+
+def build(spec, **kwargs):
+    """Call a constructor given as a Hydra config (``_partial_: true``) or as a callable."""
+    if spec is None:
+        return None
+    if callable(spec):
+        return spec(**kwargs)
+    from hydra.utils import instantiate
+
+    factory = instantiate(spec)
+    return factory(**kwargs)
+
+
 class EngineModule(LineageModule):
     """A family whose maths lives in a plain numpy engine (``lineage.models``), wrapped here.
 
@@ -191,16 +213,16 @@ class EngineModule(LineageModule):
 
     Args:
         vocab: the corpus vocabulary (list of types).
-        lm: a constructor taking ``vocab=Vocabulary`` (a Hydra ``_partial_``), e.g.
-            ``NgramLM`` with its order and smoothing already bound.
+        lm: the engine: a Hydra config with ``_partial_: true`` (or a callable) that takes
+            ``vocab=Vocabulary``, e.g. ``NgramLM`` with its order and smoothing bound.
     """
 
     def __init__(self, vocab: Sequence[str], lm):
         super().__init__(vocab)
-        # The engine constructor is a functools.partial; it pickles into the checkpoint, so
+        # The engine's config is stored in the checkpoint as plain data, so
         # `load_from_checkpoint(path)` rebuilds the family with no config at hand.
-        self.save_hyperparameters(logger=False)
-        self.lm = lm(vocab=self.vocab)
+        self.save_hyperparameters({"vocab": list(vocab), "lm": plain(lm)}, logger=False)
+        self.lm = build(lm, vocab=self.vocab)
         for name in ("family", "year", "era", "citation", "capabilities"):
             setattr(self, name, getattr(self.lm, name))
 

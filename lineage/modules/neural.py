@@ -1,0 +1,236 @@
+"""NeuralLM: families trained by gradient descent (RNN/LSTM/GRU, transformers).
+
+The architecture is a plain ``nn.Module`` from ``lineage.models`` (no Lightning there) with two
+methods: ``forward(tokens, state=None) -> (logits, state)`` — ``tokens`` (B, T) int64,
+``logits`` (B, T, V) for the next token at each position, and ``state`` whatever the net carries
+between calls (an RNN's hidden state, a transformer's key/value cache; ``None`` for none) — and
+``hidden(tokens, state=None) -> (hidden, state)`` with ``hidden`` (B, T, H), the last layer's
+states before the output layer (``forward`` applies the output layer to them). It also carries
+the identity class attributes (``family``, ``year``, ``era``, ``citation``, ``capabilities``). This module
+adds what every gradient family shares: the loss on exactly the target positions, stateful
+truncated BPTT (state carried across consecutive stream batches and detached), evaluation through
+the one scoring path, stateful generation (linear in the number of new tokens), optimizer and
+scheduler as Hydra partials, best-on-valid checkpointing, and the trainer settings the family
+needs (gradient clipping).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+
+from lineage.interface import Batching, FitMode, TokenBatch
+from lineage.modules.base import LineageModule, build, plain, sample_token
+
+
+def detach_state(state):
+    """Cut the graph at a batch boundary (truncated BPTT), whatever the state's structure."""
+    if state is None:
+        return None
+    if isinstance(state, torch.Tensor):
+        return state.detach()
+    if isinstance(state, tuple | list):
+        return type(state)(detach_state(s) for s in state)
+    if isinstance(state, dict):
+        return {k: detach_state(v) for k, v in state.items()}
+    return state
+
+
+class NeuralLM(LineageModule):
+    """A gradient-trained family around a plain ``nn.Module``.
+
+    Args:
+        vocab: the corpus vocabulary (list of types).
+        net: the architecture: a Hydra config with ``_partial_: true`` (or a callable), called
+            with ``vocab_size=``.
+        optimizer: the same, called with ``params=``, e.g. ``torch.optim.SGD``.
+        scheduler: optional, the same, called with ``optimizer=``.
+        scheduler_interval: ``"epoch"`` or ``"step"``: when the scheduler steps.
+        batching: how splits are served (keyword arguments of :class:`lineage.Batching`):
+            ``mode: stream`` for stateful nets, ``window`` for fixed-context ones.
+        gradient_clip_val: clip the global gradient norm at this value (None: no clipping).
+        max_epochs: training epochs (the schedule in the family's paper).
+    """
+
+    fit_mode = FitMode.GRADIENT
+
+    def __init__(
+        self,
+        vocab: Sequence[str],
+        net,
+        optimizer,
+        scheduler=None,
+        scheduler_interval: str = "epoch",
+        batching: dict | None = None,
+        gradient_clip_val: float | None = None,
+        max_epochs: int = 1,
+    ):
+        super().__init__(vocab)
+        self.save_hyperparameters(
+            {
+                "vocab": list(vocab),
+                "net": plain(net),
+                "optimizer": plain(optimizer),
+                "scheduler": plain(scheduler),
+                "scheduler_interval": scheduler_interval,
+                "batching": plain(batching),
+                "gradient_clip_val": gradient_clip_val,
+                "max_epochs": max_epochs,
+            },
+            logger=False,
+        )
+        self.net = build(net, vocab_size=len(self.vocab))
+        for name in ("family", "year", "era", "citation", "capabilities"):
+            setattr(self, name, getattr(self.net, name))
+        self._batching = Batching(**(batching or {"mode": "window", "seq_len": 64}))
+        self._train_state = None
+        self._eval_state = None
+        self._tokens_seen = 0
+        self._clock: float | None = None
+
+    # ----- configuration --------------------------------------------------------------------
+    def batching(self) -> Batching:
+        return self._batching
+
+    def trainer_overrides(self) -> dict:
+        return {
+            "max_epochs": self.hparams.max_epochs,
+            "gradient_clip_val": self.hparams.gradient_clip_val,
+            "gradient_clip_algorithm": "norm",
+        }
+
+    def configure_optimizers(self):
+        optimizer = build(self.hparams.optimizer, params=self.parameters())
+        if self.hparams.scheduler is None:
+            return optimizer
+        scheduler = build(self.hparams.scheduler, optimizer=optimizer)
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "interval": self.hparams.scheduler_interval},
+        }
+
+    def configure_callbacks(self):
+        from lightning.pytorch.callbacks import ModelCheckpoint
+
+        # test scores the best-on-valid weights (design.md §3.4); `last` lets a run resume
+        return [
+            ModelCheckpoint(
+                monitor="val/ppl", mode="min", filename="best", save_last=True, save_top_k=1
+            )
+        ]
+
+    def cost(self) -> dict[str, float]:
+        return {"params": float(sum(p.numel() for p in self.net.parameters()))}
+
+    # ----- training ------------------------------------------------------------------------
+    def _forward(self, batch: TokenBatch, state):
+        """Logits for columns 1.. of the batch, given columns ..-1 and the carried state."""
+        inputs = batch.tokens[:, :-1]  # (B, T-1)
+        logits, state = self.net(inputs, state)  # (B, T-1, V)
+        return logits, state
+
+    def on_train_epoch_start(self) -> None:
+        self._train_state = None
+        self._clock = time.perf_counter()
+        self._tokens_seen = 0
+        lr = self.trainer.optimizers[0].param_groups[0]["lr"] if self.trainer.optimizers else 0.0
+        self.log("train/lr", lr, on_step=False, on_epoch=True)
+
+    def training_step(self, batch: TokenBatch, batch_idx: int) -> torch.Tensor:
+        state = self._train_state if batch.carry else None
+        logits, state = self._forward(batch, state)
+        self._train_state = detach_state(state)
+        targets = batch.tokens[:, 1:]  # (B, T-1)
+        mask = batch.target_mask[:, 1:]  # (B, T-1)
+        loss = F.cross_entropy(logits[mask], targets[mask])  # mean nats per target
+        n = int(mask.sum())
+        self._tokens_seen += n
+        elapsed = time.perf_counter() - (self._clock or time.perf_counter())
+        self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=n)
+        if elapsed > 0:
+            self.log(
+                "tok/s", self._tokens_seen / elapsed, prog_bar=True, logger=False, batch_size=n
+            )
+        return loss
+
+    def on_train_epoch_end(self) -> None:
+        elapsed = time.perf_counter() - (self._clock or time.perf_counter())
+        if elapsed > 0:
+            self.log("train/tokens_per_sec", self._tokens_seen / elapsed, on_epoch=True)
+
+    # ----- scoring -------------------------------------------------------------------------
+    def on_validation_epoch_start(self) -> None:
+        self._eval_state = None
+
+    def on_test_epoch_start(self) -> None:
+        self._eval_state = None
+
+    def token_log_probs(self, batch: TokenBatch) -> torch.Tensor:
+        state = self._eval_state if batch.carry else None
+        with torch.no_grad():
+            logits, state = self._forward(batch, state)  # (B, T-1, V)
+        self._eval_state = state
+        log_probs = F.log_softmax(logits.double(), dim=-1)  # (B, T-1, V)
+        picked = log_probs.gather(-1, batch.tokens[:, 1:, None]).squeeze(-1)  # (B, T-1)
+        out = F.pad(picked, (1, 0))  # (B, T): column 0 is never a target
+        return torch.where(batch.target_mask, out, torch.zeros_like(out))
+
+    @torch.no_grad()
+    def features(self, texts: Sequence[Sequence[int]], batch_size: int = 64) -> torch.Tensor:
+        """(len(texts), H) mean of the last layer's hidden states over each text's tokens.
+
+        Each text is read from a fresh state after one ``<eos>`` (the start of a sentence).
+        """
+        was_training = self.training
+        self.eval()
+        eos = self.vocab.eos_id
+        out = []
+        for i in range(0, len(texts), batch_size):
+            chunk = [[eos, *t] for t in texts[i : i + batch_size]]
+            lengths = torch.tensor([len(t) for t in chunk], device=self.device)  # (B,)
+            tokens = torch.full((len(chunk), int(lengths.max())), eos, device=self.device)
+            for row, t in enumerate(chunk):
+                tokens[row, : len(t)] = torch.tensor(t, device=self.device)
+            hidden, _ = self.net.hidden(tokens, None)  # (B, T, H)
+            mask = torch.arange(tokens.shape[1], device=self.device)[None] < lengths[:, None]
+            mask[:, 0] = False  # the <eos> start symbol is context, not part of the text
+            mask[lengths == 1, 0] = True  # an empty text: its vector is the start state
+            pooled = (hidden * mask[..., None]).sum(1) / mask.sum(1, keepdim=True)  # (B, H)
+            out.append(pooled.float().cpu())
+        self.train(was_training)
+        return torch.cat(out) if out else torch.zeros((0, 0))
+
+    @torch.no_grad()
+    def next_token_log_probs(self, context: torch.Tensor) -> torch.Tensor:
+        context = context.to(self.device)
+        if context.shape[1] == 0:  # no history: as after an end of sentence
+            context = torch.full((context.shape[0], 1), self.vocab.eos_id, device=self.device)
+        logits, _ = self.net(context, None)  # (B, T, V)
+        return F.log_softmax(logits[:, -1].double(), dim=-1)  # (B, V)
+
+    @torch.no_grad()
+    def generate(
+        self,
+        prompt: Sequence[int],
+        max_new_tokens: int,
+        temperature: float = 1.0,
+        top_k: int | None = None,
+        seed: int = 0,
+    ) -> list[int]:
+        """Sample with the net's carried state: one forward step per new token."""
+        was_training = self.training
+        self.eval()
+        generator = torch.Generator().manual_seed(seed)
+        context = list(prompt) if len(prompt) else [self.vocab.eos_id]
+        logits, state = self.net(torch.tensor([context], device=self.device), None)
+        new: list[int] = []
+        for _ in range(max_new_tokens):
+            log_probs = F.log_softmax(logits[0, -1].double().cpu(), dim=-1)  # (V,)
+            next_id = sample_token(log_probs, temperature, top_k, generator)
+            new.append(next_id)
+            logits, state = self.net(torch.tensor([[next_id]], device=self.device), state)
+        self.train(was_training)
+        return new
