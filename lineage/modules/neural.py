@@ -6,11 +6,11 @@ methods: ``forward(tokens, state=None) -> (logits, state)`` — ``tokens`` (B, T
 between calls (an RNN's hidden state, a transformer's key/value cache; ``None`` for none) — and
 ``hidden(tokens, state=None) -> (hidden, state)`` with ``hidden`` (B, T, H), the last layer's
 states before the output layer (``forward`` applies the output layer to them). It also carries
-the identity class attributes (``family``, ``year``, ``era``, ``citation``, ``capabilities``). This module
-adds what every gradient family shares: the loss on exactly the target positions, stateful
-truncated BPTT (state carried across consecutive stream batches and detached), evaluation through
-the one scoring path, stateful generation (linear in the number of new tokens), optimizer and
-scheduler as Hydra partials, best-on-valid checkpointing, and the trainer settings the family
+the identity class attributes (``family``, ``year``, ``era``, ``citation``, ``capabilities``).
+This module adds what every gradient family shares: the loss on exactly the target positions,
+stateful truncated BPTT (state carried across consecutive stream batches and detached), evaluation
+through the one scoring path, stateful generation (linear in the number of new tokens), optimizer
+and scheduler as Hydra partials, best-on-valid checkpointing, and the trainer settings the family
 needs (gradient clipping).
 """
 
