@@ -103,7 +103,9 @@ class NeuralLM(LineageModule):
         }
 
     def configure_optimizers(self):
-        optimizer = build(self.hparams.optimizer, params=self.parameters())
+        # a net may split its parameters into groups (e.g. no weight decay on norms and biases)
+        groups = self.net.optim_groups() if hasattr(self.net, "optim_groups") else None
+        optimizer = build(self.hparams.optimizer, params=groups or self.parameters())
         if self.hparams.scheduler is None:
             return optimizer
         scheduler = build(self.hparams.scheduler, optimizer=optimizer)
