@@ -5,9 +5,11 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 PORT   ?= 5000
 STUDY  ?= lineage_lee
+STUDIES = $(basename $(notdir $(wildcard conf/experiment/*.yaml)))
+ARGS   ?=
 STORE  := sqlite:///$(CURDIR)/mlruns/mlflow.db
 
-.PHONY: install demo test test-full lint ui bench clean
+.PHONY: install demo sweep tables test test-full lint ui bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -21,8 +23,15 @@ install: $(STAMP)
 
 demo: $(STAMP)  ## train every family on the embedded Lee corpus and print the table
 	$(BIN)/lineage-train experiment=$(STUDY)
-	$(BIN)/lineage-report study=lineage-lee
+	$(BIN)/lineage-report experiment=$(STUDY)
 	@echo "Dashboard: make ui   (runs $(BIN)/mlflow ui --backend-store-uri $(STORE) --port $(PORT) --workers 1)"
+
+sweep: $(STAMP)  ## a study's sweep (resumable), then its tables: make sweep STUDY=lineage_ptb ARGS='…'
+	$(BIN)/lineage-train experiment=$(STUDY) $(ARGS)
+	$(BIN)/lineage-report experiment=$(STUDY)
+
+tables: $(STAMP)  ## every study's tables and runs.csv, from the store merged into runs.csv
+	@for study in $(STUDIES); do $(BIN)/lineage-report experiment=$$study || exit 1; done
 
 test: $(STAMP)  ## the default suite (slow tests excluded)
 	$(BIN)/pytest
@@ -34,8 +43,8 @@ lint: $(STAMP)
 	$(BIN)/ruff check lineage tests benchmarks
 	$(BIN)/ruff format --check lineage tests benchmarks
 
-ui: $(STAMP)  ## the MLflow dashboard on this project's store
-	@echo "MLflow UI: http://127.0.0.1:$(PORT)"
+ui: $(STAMP)  ## the MLflow dashboard on this project's store, at the study's runs table
+	@echo "MLflow UI: $$($(BIN)/lineage-report experiment=$(STUDY) action=url ui.port=$(PORT))"
 	$(BIN)/mlflow ui --backend-store-uri $(STORE) --port $(PORT) --workers 1
 
 bench: $(STAMP)  ## n-gram benchmark on PTB: make bench PTB=/path/to/ptb

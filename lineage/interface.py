@@ -58,6 +58,9 @@ class Batching:
             full history.
         min_context: ``"window"`` evaluation only: history kept before the first scored target.
         shuffle: ``"window"`` training only: shuffle windows each epoch.
+        eval_seq_len: ``"stream"`` evaluation only: targets per row per batch (0: ``seq_len``).
+            A stateful model carries its state across batches, so the scores do not depend on it;
+            longer chunks make one-row evaluation fast.
     """
 
     mode: BatchMode = "full"
@@ -66,6 +69,7 @@ class Batching:
     eval_batch_size: int = 1
     min_context: int = 0
     shuffle: bool = True
+    eval_seq_len: int = 0
 
 
 @dataclass

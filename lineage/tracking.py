@@ -3,12 +3,23 @@
 The runner owns the run's life: it is created before the data is prepared and always ends, as
 FINISHED on success and FAILED on any exception, KeyboardInterrupt included, so nothing is left
 RUNNING in the store. Lightning's ``MLFlowLogger`` writes the per-epoch metrics into the same run.
+
+Parallel sweeps (``hydra/launcher=joblib``) write to one SQLite store from several processes.
+SQLite serialises writers, and MLflow's sessions wait up to 20 s on a locked database
+(``PRAGMA busy_timeout``); what is not safe is two processes creating the same shared row at once:
+the schema (MLflow migrates an empty database when a client opens it), the study's experiment, and
+the dataset rows that every run of the study logs as inputs. These happen under an exclusive file
+lock (``<store>.lock``: :func:`open_client`, :func:`ensure_experiment`, :func:`log_inputs`), and
+the :class:`PrepareStore` Hydra callback creates the store and the experiment in the launching
+process before any job starts.
 """
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
+import logging
 import subprocess
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -16,12 +27,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
+
+log = logging.getLogger("lineage")
 
 # Experiments created by lineage open on the runs table in the MLflow 3 UI, not the GenAI page.
 EXPERIMENT_KIND_TAG = ("mlflow.experimentKind", "custom_model_development")
 # Config keys that say where things are, not what was computed: left out of the config hash.
 UNHASHED_KEYS = ("paths", "tracking", "hydra", "force")
+# Labels, not computation: hashed as if empty, so a study's tags do not split a config from the
+# same config run by hand (and the hash of a config without tags is unchanged).
+BLANKED_KEYS = ("tags",)
 UNHASHED_CORPUS_KEYS = ("data_dir", "cache_dir", "offline")
 MAX_PARAM_LENGTH = 500
 
@@ -37,6 +54,9 @@ def config_hash(cfg: DictConfig) -> str:
     data = resolved(cfg)
     for key in UNHASHED_KEYS:
         data.pop(key, None)
+    for key in BLANKED_KEYS:
+        if key in data:
+            data[key] = {}
     corpus = data.get("corpus")
     if isinstance(corpus, dict):
         for key in UNHASHED_CORPUS_KEYS:
@@ -79,23 +99,97 @@ def git_info() -> dict[str, str]:
         return {"git_sha": "unknown", "git_dirty": "unknown"}
 
 
+def sqlite_path(uri: str) -> Path | None:
+    """The database file of a ``sqlite:///`` URI (``None`` for any other store)."""
+    if not uri.startswith("sqlite:///"):
+        return None
+    return Path(uri.removeprefix("sqlite:///").split("?", 1)[0])
+
+
+@contextmanager
+def store_lock(uri: str) -> Iterator[None]:
+    """Hold an exclusive lock on a SQLite store's ``<file>.lock`` (no-op for other stores).
+
+    Serialises what SQLite's busy timeout does not cover: creating the schema (MLflow runs its
+    migrations when a client first opens an empty database) and creating an experiment.
+    """
+    path = sqlite_path(uri)
+    if path is None:
+        yield
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_name(path.name + ".lock"), "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def open_client(uri: str):
+    """An ``MlflowClient`` on ``uri``, its store created (schema migrated) under the store lock."""
+    from mlflow.tracking import MlflowClient
+
+    with store_lock(uri):
+        return MlflowClient(tracking_uri=uri)
+
+
 def ensure_experiment(client, name: str, artifact_location: str | None) -> str:
-    """Get or create the study's experiment (safe when parallel jobs race to create it)."""
+    """Get or create the study's experiment, tagged so the MLflow UI opens on its runs.
+
+    Safe when parallel jobs race to create it (under the store lock for SQLite, and a lost race
+    is caught for servers). An existing experiment that lacks the ``mlflow.experimentKind`` tag
+    (created by an older version or by hand) gets it.
+    """
     from mlflow.exceptions import MlflowException
 
-    experiment = client.get_experiment_by_name(name)
-    if experiment is not None:
-        return experiment.experiment_id
-    location = Path(artifact_location).resolve().as_uri() if artifact_location else None
-    try:
-        return client.create_experiment(
-            name, artifact_location=location, tags={EXPERIMENT_KIND_TAG[0]: EXPERIMENT_KIND_TAG[1]}
-        )
-    except MlflowException:
+    with store_lock(str(client.tracking_uri)):
         experiment = client.get_experiment_by_name(name)
-        if experiment is None:
-            raise
-        return experiment.experiment_id
+        if experiment is not None:
+            if experiment.tags.get(EXPERIMENT_KIND_TAG[0]) != EXPERIMENT_KIND_TAG[1]:
+                client.set_experiment_tag(experiment.experiment_id, *EXPERIMENT_KIND_TAG)
+            return experiment.experiment_id
+        location = Path(artifact_location).resolve().as_uri() if artifact_location else None
+        try:
+            return client.create_experiment(
+                name,
+                artifact_location=location,
+                tags={EXPERIMENT_KIND_TAG[0]: EXPERIMENT_KIND_TAG[1]},
+            )
+        except MlflowException:
+            experiment = client.get_experiment_by_name(name)
+            if experiment is None:
+                raise
+            return experiment.experiment_id
+
+
+def prepare_store(tracking: DictConfig) -> str | None:
+    """Create the store (schema included) and the study's experiment; returns its id.
+
+    ``None`` when tracking is disabled.
+    """
+    if not tracking.get("enabled", True):
+        return None
+    client = open_client(str(tracking.uri))
+    return ensure_experiment(client, str(tracking.experiment), tracking.get("artifact_location"))
+
+
+class PrepareStore(Callback):
+    """Hydra callback: create the store and the study's experiment before a sweep launches jobs.
+
+    Registered by the studies (``hydra.callbacks.prepare_store``), so that parallel jobs
+    (``hydra/launcher=joblib``) find both ready instead of racing to create them.
+    """
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        experiment_id = prepare_store(config.tracking)
+        if experiment_id is not None:
+            log.info(
+                "Store %s ready: study %r is experiment %s",
+                config.tracking.uri,
+                str(config.tracking.experiment),
+                experiment_id,
+            )
 
 
 @dataclass
@@ -170,19 +264,40 @@ class Run:
                 )
             )
         if inputs:
-            self.client.log_inputs(self.run_id, datasets=inputs)
+            log_inputs(self.client, self.tracking_uri, self.run_id, inputs)
+
+
+def log_inputs(client, uri: str, run_id: str, inputs: list, attempts: int = 3) -> None:
+    """``client.log_inputs``, safe when parallel jobs log the same dataset.
+
+    A dataset row is shared by the runs of an experiment: MLflow looks it up, then inserts it if
+    missing, so two jobs logging the same split at once race, and the loser fails with a UNIQUE
+    constraint error. Under the store lock (SQLite) they cannot race; against a server, the
+    insert is retried, and the retry finds the row the other job wrote.
+    """
+    from mlflow.exceptions import MlflowException
+
+    for attempt in range(attempts):
+        try:
+            with store_lock(uri):
+                client.log_inputs(run_id, datasets=inputs)
+            return
+        except MlflowException as err:
+            if "UNIQUE constraint" not in str(err) and "IntegrityError" not in str(err):
+                raise
+            if attempt == attempts - 1:
+                raise
 
 
 def find_finished(tracking: DictConfig, config_hash: str) -> dict | None:
     """The latest FINISHED run of the study with this config hash: ``{run_id, metrics}``."""
     if not tracking.get("enabled", True):
         return None
-    from mlflow.tracking import MlflowClient
-
     uri = str(tracking.uri)
-    if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).exists():
+    db = sqlite_path(uri)
+    if db is not None and not db.exists():
         return None
-    client = MlflowClient(tracking_uri=uri)
+    client = open_client(uri)
     experiment = client.get_experiment_by_name(str(tracking.experiment))
     if experiment is None:
         return None
@@ -208,12 +323,8 @@ def mlflow_run(
     if not tracking.get("enabled", True):
         yield None
         return
-    from mlflow.tracking import MlflowClient
-
     uri = str(tracking.uri)
-    if uri.startswith("sqlite:///"):
-        Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-    client = MlflowClient(tracking_uri=uri)
+    client = open_client(uri)
     experiment_id = ensure_experiment(
         client, tracking.experiment, tracking.get("artifact_location")
     )

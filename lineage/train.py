@@ -117,6 +117,17 @@ def run(cfg: DictConfig, callbacks: Sequence = ()) -> dict[str, float]:
         **{str(k): str(v) for k, v in (cfg.get("tags") or {}).items()},
     }
     if not cfg.get("force", False):
+        # A study may run some families with fewer seeds (tracking.only_seeds: {model: [seeds]}).
+        planned = (cfg.tracking.get("only_seeds") or {}).get(model_name)
+        if planned is not None and cfg.seed not in planned:
+            log.info(
+                "%s: skipped, the study runs %s with seeds %s only "
+                "(tracking.only_seeds; force=true runs it)",
+                run_name,
+                model_name,
+                list(planned),
+            )
+            return {}
         done = find_finished(cfg.tracking, tags["config_hash"])
         if done is not None:
             log.info(
@@ -125,7 +136,11 @@ def run(cfg: DictConfig, callbacks: Sequence = ()) -> dict[str, float]:
                 done["run_id"],
             )
             return done["metrics"]
-    with mlflow_run(cfg.tracking, run_name, tags) as tracker:
+    from lightning.pytorch.utilities.rank_zero import rank_zero_only
+
+    # Under DDP Lightning re-launches this job once per extra process: only rank 0 tracks.
+    tracking = cfg.tracking if rank_zero_only.rank == 0 else {"enabled": False}
+    with mlflow_run(tracking, run_name, tags) as tracker:
         if tracker is not None:
             tracker.log_params(flatten(resolved(cfg)))
             tracker.log_text(OmegaConf.to_yaml(resolved(cfg)), "config.yaml")
@@ -143,6 +158,14 @@ def run(cfg: DictConfig, callbacks: Sequence = ()) -> dict[str, float]:
             tracker.set_tags(family_tags)
             tracker.log_metrics(datamodule.stats())
             tracker.log_datasets(corpus_name, datamodule.describe())
+            batching = model.batching()
+            if batching.mode == "window":  # evaluation windows: each target scored once
+                tracker.log_params(
+                    {
+                        "eval.window": str(batching.seq_len),
+                        "eval.stride": str(batching.seq_len - batching.min_context),
+                    }
+                )
         log.info(
             "%s: %s (%s) on %s, vocabulary %d",
             run_name,
@@ -177,7 +200,8 @@ def run(cfg: DictConfig, callbacks: Sequence = ()) -> dict[str, float]:
             )
         ckpt = "best" if model.fit_mode == FitMode.GRADIENT and "fit" in stages else None
         scores = Capability.LOG_PROB in model.capabilities  # else perplexity is "—"
-        if scores and "validate" in stages and not validated_in_fit:
+        # validate again when test scores the best checkpoint: valid and test of the same weights
+        if scores and "validate" in stages and (not validated_in_fit or ckpt == "best"):
             trainer.validate(model, datamodule=datamodule, ckpt_path=ckpt, verbose=False)
         if scores and "test" in stages:
             trainer.test(model, datamodule=datamodule, ckpt_path=ckpt, verbose=False)
@@ -218,6 +242,11 @@ def run(cfg: DictConfig, callbacks: Sequence = ()) -> dict[str, float]:
         }
         (out_dir / "results.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
 
+        model_ckpt = None
+        if cfg.tracking.get("enabled", True) and cfg.tracking.get("log_model", False):
+            # on every rank: under DDP, saving a checkpoint is a collective (a barrier)
+            model_ckpt = out_dir / "model.ckpt"
+            trainer.save_checkpoint(model_ckpt)
         if tracker is not None:
             tracker.log_metrics(cost, step=trainer.global_step)
             if "cost/train_seconds" in results:
@@ -228,10 +257,8 @@ def run(cfg: DictConfig, callbacks: Sequence = ()) -> dict[str, float]:
             tracker.log_artifact(out_dir / "results.json")
             if samples:
                 tracker.log_artifact(out_dir / "samples.txt")
-            if cfg.tracking.get("log_model", False):
-                ckpt_path = out_dir / "model.ckpt"
-                trainer.save_checkpoint(ckpt_path)
-                tracker.log_artifact(ckpt_path, "model")
+            if model_ckpt is not None:
+                tracker.log_artifact(model_ckpt, "model")
     log.info("%s: %s", run_name, _one_line(results))
     return results
 

@@ -38,6 +38,7 @@ from lineage.data.windows import (
     WindowDataset,
     full_batches,
     passthrough,
+    shard_stream_batches,
     sliding_windows,
     stream_batches,
     training_windows,
@@ -366,7 +367,11 @@ class CorpusDataModule(L.LightningDataModule):
             dataset: Any = full_batches(ids, split)
         elif b.mode == "stream":
             rows = b.batch_size if train else b.eval_batch_size
-            dataset = stream_batches(ids, rows, b.seq_len, split)
+            seq_len = b.seq_len if train or not b.eval_seq_len else b.eval_seq_len
+            dataset = stream_batches(ids, rows, seq_len, split)
+            rank, world = self._rank_and_world()
+            if world > 1:
+                dataset = shard_stream_batches(dataset, rank, world, split, train)
         elif train:
             windows = training_windows(len(ids), b.seq_len)
             dataset = WindowDataset(ids, windows, b.batch_size, split)
@@ -380,6 +385,13 @@ class CorpusDataModule(L.LightningDataModule):
             dataset = WindowDataset(ids, windows, b.eval_batch_size, split)
         # batch_size=None: the dataset already yields whole batches.
         return DataLoader(dataset, batch_size=None, sampler=sampler, collate_fn=passthrough)
+
+    def _rank_and_world(self) -> tuple[int, int]:
+        """(global rank, world size) of the attached trainer; (0, 1) without one."""
+        trainer = getattr(self, "trainer", None)
+        if trainer is None:
+            return 0, 1
+        return int(trainer.global_rank), int(trainer.world_size)
 
     def train_dataloader(self) -> DataLoader:
         return self.dataloader("train")

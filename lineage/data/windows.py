@@ -9,6 +9,11 @@ Three modes, one per :attr:`Batching.mode <lineage.interface.Batching>`:
   of the split is scored exactly once with its full history. With ``batch_size`` > 1 the trimmed
   tail (fewer than ``batch_size`` tokens) and the first token of rows 1.. are context only, never
   scored: evaluation therefore uses ``eval_batch_size`` (default 1).
+* :func:`shard_stream_batches` — stream batches under data parallelism (DDP): training gives
+  each rank its own contiguous rows of every batch (the batch size is the global one, so one
+  process and W processes take the same optimisation steps); evaluation is one carried state
+  through the split, so rank 0 scores every batch and the other ranks get one batch with no
+  target (each target is scored by exactly one rank, with its full history).
 * :func:`window_batches` — fixed-length windows of ``seq_len`` targets. Training: non-overlapping
   windows (each target once, one token of overlap as context). Evaluation: sliding windows with
   stride ``seq_len - min_context``; the first window scores all its targets, each later one scores
@@ -91,6 +96,50 @@ def stream_batches(
         meta = {"mode": "stream", "index": i, "start": start}
         batches.append(TokenBatch(tokens, mask, carry=i > 0, split=split, meta=meta))
     return batches
+
+
+def shard_stream_batches(
+    batches: Sequence[TokenBatch], rank: int, world_size: int, split: str, train: bool
+) -> list[TokenBatch]:
+    """This rank's share of :func:`stream_batches` under data parallelism.
+
+    Args:
+        batches: every rank's batches, in order.
+        rank: this process's global rank, ``0 <= rank < world_size``.
+        world_size: number of processes.
+        split: ``train``, ``val`` or ``test``.
+        train: training (split rows) or evaluation (rank 0 scores everything).
+
+    Raises:
+        DataError: training rows that do not divide evenly among the ranks.
+    """
+    if world_size == 1:
+        return list(batches)
+    if train:
+        rows = batches[0].tokens.shape[0]
+        if rows % world_size:
+            raise DataError(
+                f"batching: batch_size={rows} must be a multiple of the number of processes "
+                f"({world_size}) for stream batching under data parallelism"
+            )
+        per = rows // world_size
+        lo, hi = rank * per, (rank + 1) * per
+        return [
+            TokenBatch(
+                b.tokens[lo:hi].contiguous(),
+                b.target_mask[lo:hi].contiguous(),
+                carry=b.carry,
+                split=b.split,
+                meta={**b.meta, "rank": rank, "rows": (lo, hi)},
+            )
+            for b in batches
+        ]
+    if rank == 0:
+        return list(batches)
+    # One batch with no target: the rank still runs the loop and joins the reduction of sums.
+    tokens = batches[0].tokens[:1, :2].contiguous()
+    mask = torch.zeros_like(tokens, dtype=torch.bool)
+    return [TokenBatch(tokens, mask, carry=False, split=split, meta={"rank": rank, "empty": True})]
 
 
 def training_windows(n_tokens: int, seq_len: int) -> list[Window]:

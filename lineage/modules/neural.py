@@ -16,14 +16,20 @@ needs (gradient clipping).
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
+import os
 import time
 from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
+from lightning.pytorch.callbacks import ModelCheckpoint
 
 from lineage.interface import Batching, FitMode, TokenBatch
 from lineage.modules.base import LineageModule, build, plain, sample_token
+
+LOSS_REDUCTIONS = ("mean", "sum_over_time")
 
 
 def detach_state(state):
@@ -37,6 +43,35 @@ def detach_state(state):
     if isinstance(state, dict):
         return {k: detach_state(v) for k, v in state.items()}
     return state
+
+
+class BestCheckpoint(ModelCheckpoint):
+    """The best-on-valid checkpoint, whose best score survives a resume into a new directory.
+
+    Lightning 2.6 restores only ``best_model_path`` when the run directory changed (every Hydra
+    run has its own), so the first resumed epoch would become "best" even when it is worse.
+    """
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        super().load_state_dict(state_dict)
+        path, score = state_dict.get("best_model_path"), state_dict.get("best_model_score")
+        moved = state_dict.get("dirpath", self.dirpath) != self.dirpath
+        if moved and path and score is not None and os.path.isfile(path):
+            # Lightning deletes only files in its own dirpath: the old run's is kept
+            self.best_model_score = score
+            self.best_k_models = {path: score}
+            self.kth_best_model_path, self.kth_value = path, score
+
+
+@contextlib.contextmanager
+def _eval_mode(module: torch.nn.Module):
+    """Evaluation mode (no dropout) inside the block, the caller's mode restored after it."""
+    was_training = module.training
+    module.eval()
+    try:
+        yield
+    finally:
+        module.train(was_training)
 
 
 class NeuralLM(LineageModule):
@@ -53,6 +88,14 @@ class NeuralLM(LineageModule):
             ``mode: stream`` for stateful nets, ``window`` for fixed-context ones.
         gradient_clip_val: clip the global gradient norm at this value (None: no clipping).
         max_epochs: training epochs (the schedule in the family's paper).
+        loss_reduction: what the optimizer minimises: ``"mean"`` — nats per target; or
+            ``"sum_over_time"`` — summed over the BPTT steps and averaged over the rows, the
+            cost of Zaremba et al. (2014) and TensorFlow's ``ptb_word_lm``, for which their
+            learning rate and clipping norm are stated (it is ``mean`` times the steps per row).
+            ``train/loss`` is logged in nats per target either way.
+
+    Raises:
+        ValueError: unknown ``loss_reduction`` or ``scheduler_interval``.
     """
 
     fit_mode = FitMode.GRADIENT
@@ -67,8 +110,17 @@ class NeuralLM(LineageModule):
         batching: dict | None = None,
         gradient_clip_val: float | None = None,
         max_epochs: int = 1,
+        loss_reduction: str = "mean",
     ):
         super().__init__(vocab)
+        if loss_reduction not in LOSS_REDUCTIONS:
+            raise ValueError(
+                f"model.loss_reduction={loss_reduction!r} is unknown; use one of {LOSS_REDUCTIONS}"
+            )
+        if scheduler_interval not in ("epoch", "step"):
+            raise ValueError(
+                f"model.scheduler_interval={scheduler_interval!r}: use 'epoch' or 'step'"
+            )
         self.save_hyperparameters(
             {
                 "vocab": list(vocab),
@@ -79,6 +131,7 @@ class NeuralLM(LineageModule):
                 "batching": plain(batching),
                 "gradient_clip_val": gradient_clip_val,
                 "max_epochs": max_epochs,
+                "loss_reduction": loss_reduction,
             },
             logger=False,
         )
@@ -96,11 +149,16 @@ class NeuralLM(LineageModule):
         return self._batching
 
     def trainer_overrides(self) -> dict:
-        return {
+        overrides = {
             "max_epochs": self.hparams.max_epochs,
             "gradient_clip_val": self.hparams.gradient_clip_val,
             "gradient_clip_algorithm": "norm",
         }
+        if self._batching.mode == "stream":
+            # A DistributedSampler would deal consecutive stream batches to alternate ranks and
+            # break state carrying: the data module gives each rank its own rows instead.
+            overrides["use_distributed_sampler"] = False
+        return overrides
 
     def configure_optimizers(self):
         # a net may split its parameters into groups (e.g. no weight decay on norms and biases)
@@ -115,17 +173,31 @@ class NeuralLM(LineageModule):
         }
 
     def configure_callbacks(self):
-        from lightning.pytorch.callbacks import ModelCheckpoint
-
-        # test scores the best-on-valid weights (design.md §3.4); `last` lets a run resume
+        # test scores the best-on-valid weights (design.md §3.4): the first ModelCheckpoint is the
+        # trainer's `checkpoint_callback`, which `ckpt_path="best"` reads. `last.ckpt` lets a run
+        # resume; it has its own callback because Lightning 2.6's `save_last` only writes when the
+        # monitored checkpoint was saved too, so a run whose valid stopped improving would resume
+        # from its best epoch, not its last.
         return [
-            ModelCheckpoint(
-                monitor="val/ppl", mode="min", filename="best", save_last=True, save_top_k=1
-            )
+            BestCheckpoint(monitor="val/ppl", mode="min", filename="best", save_top_k=1),
+            ModelCheckpoint(monitor=None, filename="last", save_top_k=1),
         ]
 
     def cost(self) -> dict[str, float]:
-        return {"params": float(sum(p.numel() for p in self.net.parameters()))}
+        out = {"params": float(sum(p.numel() for p in self.net.parameters()))}
+        if hasattr(self.net, "flops_per_token"):  # training FLOPs per token (6·N plus attention)
+            out["train_flops_per_token"] = float(self.net.flops_per_token())
+        return out
+
+    def transfer_batch_to_device(self, batch, device, dataloader_idx: int):
+        # Lightning's generic path deep-copies the dataclass (meta included) on every step.
+        if isinstance(batch, TokenBatch):
+            if batch.tokens.device == device:
+                return batch
+            return dataclasses.replace(
+                batch, tokens=batch.tokens.to(device), target_mask=batch.target_mask.to(device)
+            )
+        return super().transfer_batch_to_device(batch, device, dataloader_idx)
 
     # ----- training ------------------------------------------------------------------------
     def _forward(self, batch: TokenBatch, state):
@@ -145,9 +217,10 @@ class NeuralLM(LineageModule):
         state = self._train_state if batch.carry else None
         logits, state = self._forward(batch, state)
         self._train_state = detach_state(state)
-        targets = batch.tokens[:, 1:]  # (B, T-1)
         mask = batch.target_mask[:, 1:]  # (B, T-1)
-        loss = F.cross_entropy(logits[mask], targets[mask])  # mean nats per target
+        # ignore_index instead of logits[mask]: no copy of the (B, T-1, V) logits
+        targets = batch.tokens[:, 1:].masked_fill(~mask, -100)  # (B, T-1)
+        loss = F.cross_entropy(logits.flatten(0, 1), targets.flatten(), ignore_index=-100)
         n = int(mask.sum())
         self._tokens_seen += n
         elapsed = time.perf_counter() - (self._clock or time.perf_counter())
@@ -156,6 +229,8 @@ class NeuralLM(LineageModule):
             self.log(
                 "tok/s", self._tokens_seen / elapsed, prog_bar=True, logger=False, batch_size=n
             )
+        if self.hparams.loss_reduction == "sum_over_time":
+            return loss * (n / batch.tokens.shape[0])  # sum over steps, mean over rows
         return loss
 
     def on_train_epoch_end(self) -> None:
@@ -172,7 +247,7 @@ class NeuralLM(LineageModule):
 
     def token_log_probs(self, batch: TokenBatch) -> torch.Tensor:
         state = self._eval_state if batch.carry else None
-        with torch.no_grad():
+        with torch.no_grad(), _eval_mode(self):  # a probability, not a dropout sample
             logits, state = self._forward(batch, state)  # (B, T-1, V)
         self._eval_state = state
         log_probs = F.log_softmax(logits.double(), dim=-1)  # (B, T-1, V)
@@ -210,7 +285,8 @@ class NeuralLM(LineageModule):
         context = context.to(self.device)
         if context.shape[1] == 0:  # no history: as after an end of sentence
             context = torch.full((context.shape[0], 1), self.vocab.eos_id, device=self.device)
-        logits, _ = self.net(context, None)  # (B, T, V)
+        with _eval_mode(self):
+            logits, _ = self.net(context, None)  # (B, T, V)
         return F.log_softmax(logits[:, -1].double(), dim=-1)  # (B, V)
 
     @torch.no_grad()

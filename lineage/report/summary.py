@@ -1,83 +1,476 @@
-"""``lineage-report``: print a study's results as a plain-text table (one row per model).
+"""``lineage-report``: a study's paper-style table, plots and ``runs.csv``, in one command.
 
-Rows are ordered by the family's year (the lineage order); values over seeds are shown as
-mean ± sd with the number of runs; "—" marks what a family cannot do.
+    lineage-report experiment=lineage_ptb             # the study file conf/experiment/<name>.yaml
+    lineage-report study=lineage-lee                  # or the study (MLflow experiment) by name
+    lineage-report experiment=lineage_ptb source=csv  # re-render from the committed runs.csv
+    lineage-report experiment=lineage_lee action=url  # the dashboard URL of the study's runs
 
-    lineage-report study=lineage-lee
+It reads the study's FINISHED runs from the MLflow store (the latest per config hash), merges them
+into ``experiments/<study>/runs.csv`` by config hash, then renders everything from that file into
+``experiments/<study>/tables/``: ``table.md``, ``table.tex`` (booktabs), ``table.csv``,
+``table.txt``, four PNG figures and ``provenance.json``; the same files are logged as artifacts
+of a ``report`` run in the study's MLflow experiment. Nothing in the output depends on the clock:
+the date printed is the end of the latest run (or ``SOURCE_DATE_EPOCH``), so regenerating from an
+unchanged store rewrites the same bytes.
 """
 
 from __future__ import annotations
 
-import math
+import hashlib
+import json
+import logging
+import os
+import re
+import sys
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import hydra
-import pandas as pd
-from omegaconf import DictConfig
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, OmegaConf
 
 import lineage.config  # noqa: F401  (registers the ${lineage.cwd:} resolver)
-from lineage.report.collect import finished_runs
+from lineage.report.collect import (
+    REPORT_KIND,
+    merge_runs,
+    read_runs_csv,
+    read_store,
+    write_runs_csv,
+)
 
-CONF_DIR = str(Path(__file__).resolve().parents[2] / "conf")
+if TYPE_CHECKING:  # pandas and matplotlib load only when a report is rendered (not for action=url)
+    from lineage.report.table import StudyTable
 
-COLUMNS = [  # (metric, header, decimals)
-    ("metrics.val/ppl", "valid ppl", 2),
-    ("metrics.test/ppl", "test ppl", 2),
-    ("metrics.test/tokens", "test tokens", 0),
-    ("metrics.cost/params", "params", 0),
-    ("metrics.cost/train_seconds", "train s", 2),
-]
-DASH = "—"
+ROOT = Path(__file__).resolve().parents[2]
+CONF_DIR = str(ROOT / "conf")
+TABLE_FILES = ("table.md", "table.tex", "table.csv", "table.txt", "provenance.json")
+README_MARKERS = ("<!-- lineage-report:{name}:begin -->", "<!-- lineage-report:{name}:end -->")
 
-
-def _cell(values: pd.Series, decimals: int) -> str:
-    values = values.dropna()
-    if values.empty:
-        return DASH
-    mean = values.mean()
-    if len(values) == 1:
-        return f"{mean:,.{decimals}f}"
-    sd = values.std(ddof=1)
-    return f"{mean:,.{decimals}f} ± {sd:,.{decimals}f}"
+log = logging.getLogger("lineage.report")
 
 
-def summary_table(runs: pd.DataFrame) -> pd.DataFrame:
-    """Aggregate finished runs into the study table (strings, ready to print)."""
-    if runs.empty:
-        return pd.DataFrame()
-    runs = runs.copy()
-    runs["year"] = pd.to_numeric(runs.get("tags.year"), errors="coerce").fillna(math.inf)
-    rows = []
-    for (model, corpus), group in runs.groupby(["tags.model", "tags.corpus"], sort=False):
-        row = {
-            "model": model,
-            "family": group["tags.family"].iloc[0] if "tags.family" in group else DASH,
-            "year": int(group["year"].iloc[0]) if math.isfinite(group["year"].iloc[0]) else DASH,
-            "corpus": corpus,
-            "n": len(group),
-        }
-        for metric, header, decimals in COLUMNS:
-            row[header] = _cell(group[metric], decimals) if metric in group else DASH
-        size = group["metrics.cost/params"].mean() if "metrics.cost/params" in group else 0.0
-        rows.append(((group["year"].iloc[0], size, model), row))
-    rows.sort(key=lambda r: r[0])  # lineage order (year), then smaller models first
-    return pd.DataFrame([r[1] for r in rows])
+# ----- the study ----------------------------------------------------------------------------
+
+
+def study_file_name(study: str, experiment_choice: str | None, conf_dir: Path) -> str:
+    """The name of the study's folder under ``experiments/``: the study file's name.
+
+    Given only ``study=``, the study file whose ``study`` matches it, else the study name.
+    """
+    if experiment_choice:
+        return experiment_choice
+    for path in sorted((conf_dir / "experiment").glob("*.yaml")):
+        try:
+            if str(OmegaConf.load(path).get("study", "")) == study:
+                return path.stem
+        except Exception:  # a study file that does not parse alone names nothing here
+            continue
+    return study
+
+
+def planned_runs(sweep_params: Mapping[str, str] | None, only_seeds: Mapping | None) -> list:
+    """``(model, seed)`` pairs the study's sweep asks for, minus ``tracking.only_seeds`` cuts."""
+    if not sweep_params or "model" not in sweep_params:
+        return []
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    parser = OverridesParser.create()
+
+    def values(key: str, default: Sequence[str]) -> list[str]:
+        if key not in sweep_params:
+            return list(default)
+        override = parser.parse_override(f"{key}={sweep_params[key]}")
+        if override.is_sweep_override():
+            return [str(v) for v in override.sweep_string_iterator()]
+        return [str(override.value())]
+
+    only = {str(k): [str(s) for s in v] for k, v in (only_seeds or {}).items()}
+    return [
+        (model, seed)
+        for model in values("model", [])
+        for seed in values("seed", ["0"])
+        if model not in only or seed in only[model]
+    ]
+
+
+def missing_runs(planned: Sequence[tuple[str, str]], rows: Sequence[Mapping[str, str]]) -> list:
+    """The planned ``(model, seed)`` pairs with no finished job run in ``rows``."""
+    done = {
+        (r.get("tags.model", ""), str(r.get("tags.seed", "")))
+        for r in rows
+        if not r.get("parent_run_id")
+    }
+    return [p for p in planned if p not in done]
+
+
+# ----- provenance ---------------------------------------------------------------------------
+
+
+def generation_date(rows: Sequence[Mapping[str, str]]) -> tuple[str, str]:
+    """(date, what it is): ``SOURCE_DATE_EPOCH`` if set, else the latest run's end (UTC)."""
+    epoch = os.environ.get("SOURCE_DATE_EPOCH")
+    if epoch:
+        stamp = datetime.fromtimestamp(int(epoch), tz=UTC)
+        return stamp.strftime("%Y-%m-%d %H:%M UTC"), "SOURCE_DATE_EPOCH"
+    ends = [r.get("end_time", "") for r in rows if r.get("end_time")]
+    if not ends:
+        return "unknown", "no run end time"
+    latest = max(ends)
+    return f"{latest[:10]} {latest[11:16]} UTC", "latest run end"
+
+
+def provenance(
+    table: StudyTable,
+    rows: Sequence[Mapping[str, str]],
+    *,
+    study: str,
+    name: str,
+    planned: Sequence[tuple[str, str]],
+    missing: Sequence[tuple[str, str]],
+) -> dict[str, Any]:
+    """What the table was made from: code, configs, data, runs, date (all from ``runs.csv``)."""
+    runs = table.runs
+    shas = Counter(runs["tags.git_sha"].fillna("unknown")) if "tags.git_sha" in runs else Counter()
+    dirty = int((runs.get("tags.git_dirty", "") == "true").sum()) if len(runs) else 0
+    datasets: dict[str, list[str]] = {}
+    for column in sorted(c for c in runs.columns if c.startswith("data.")):
+        datasets[column.removeprefix("data.")] = sorted(set(runs[column].dropna()))
+    versions = sorted(set(runs["tags.lineage_version"].dropna())) if len(runs) else []
+    date, date_source = generation_date(rows)
+    config_hashes = {}
+    for _, row in table.frame.iterrows():
+        label = row["model"] + (f" ({row['adaptation']})" if row["adaptation"] else "")
+        config_hashes[label] = row["config_hashes"].split()
+    return {
+        "study": study,
+        "study_file": f"conf/experiment/{name}.yaml" if name != study else None,
+        "command": f"lineage-report experiment={name}"
+        if name != study
+        else f"lineage-report study={study}",
+        "generated": date,
+        "generated_from": date_source,
+        "runs_in_table": int(len(runs)),
+        "runs_in_csv": len(rows),
+        "superseded": int(table.superseded),
+        "planned_runs": len(planned),
+        "missing_runs": [f"{m} seed {s}" for m, s in missing],
+        "git_shas": dict(sorted(shas.items())),
+        "git_dirty_runs": dirty,
+        "lineage_versions": versions,
+        "config_hashes": config_hashes,
+        "datasets": datasets,
+    }
+
+
+def _legend(table: StudyTable, best: str = "bold") -> str:
+    parts = [
+        "n: seeds per row; a cell is the mean ± sd (sample sd, divisor n - 1) over the seeds, "
+        "one value when n = 1, (n=k) when only k seeds report it",
+        f"{best}: best in column (lower perplexity, higher accuracy)",
+        "—: the family cannot do it or did not report it",
+    ]
+    names = {c.metric for c in table.columns}
+    if "cost/params" in names:
+        parts.append("Params: trainable parameters, or stored n-grams for count models")
+    if "cost/train_seconds" in names:
+        parts.append("Train time: wall-clock fit on the machine that ran it")
+    return "; ".join(parts) + "."
+
+
+def _short(digest: str, n: int = 12) -> str:
+    return digest[:n]
+
+
+def footer_lines(prov: Mapping[str, Any]) -> list[str]:
+    """The provenance footer as plain lines (Markdown renders them as a list)."""
+    shas = ", ".join(f"{_short(s)} ({n} runs)" for s, n in prov["git_shas"].items())
+    dirty = f"; {prov['git_dirty_runs']} with uncommitted changes" if prov["git_dirty_runs"] else ""
+    data = ", ".join(
+        f"{name} {'/'.join(_short(d) for d in digests)}"
+        for name, digests in prov["datasets"].items()
+    )
+    hashes = "; ".join(
+        f"{label}: {' '.join(_short(h, 8) for h in hs)}"
+        for label, hs in prov["config_hashes"].items()
+    )
+    runs = (
+        f"{prov['runs_in_table']} runs in the table ({prov['runs_in_csv']} in runs.csv, "
+        f"{prov['superseded']} superseded)"
+    )
+    if prov["planned_runs"]:
+        done = prov["planned_runs"] - len(prov["missing_runs"])
+        runs += f"; {done} of the {prov['planned_runs']} runs the study plans"
+    lines = [
+        f"Runs: {runs}.",
+        f"Code: git {shas or 'unknown'}{dirty}; lineage {', '.join(prov['lineage_versions'])}.",
+        f"Data (sha256): {data or 'not logged'}.",
+        f"Config hashes: {hashes}.",
+        f"Generated: {prov['generated']} ({prov['generated_from']}) by `{prov['command']}`.",
+    ]
+    return lines
+
+
+# ----- rendering ----------------------------------------------------------------------------
+
+
+def render_files(
+    table: StudyTable, prov: Mapping[str, Any], name: str, title: str
+) -> dict[str, str]:
+    """Every text file of ``tables/`` as ``{file name: content}``."""
+    from lineage.report.table import (
+        latex_escape,
+        render_csv,
+        render_latex,
+        render_markdown,
+        render_text,
+    )
+
+    legend = _legend(table)
+    footer = footer_lines(prov)
+    markdown = (
+        f"### {title}\n\n"
+        + render_markdown(table)
+        + f"\n{legend}\n\n"
+        + "".join(f"- {line}\n" for line in footer)
+    )
+    notes = [latex_escape(legend)] + [latex_escape(line.replace("`", "")) for line in footer]
+    latex = (
+        "% Generated by lineage-report from runs.csv: regenerate, do not edit.\n"
+        + render_latex(table, title, f"tab:{name}", notes)
+    )
+    text = render_text(table) + "\n" + _legend(table, "*") + "\n"
+    return {
+        "table.md": markdown,
+        "table.tex": latex,
+        "table.csv": render_csv(table),
+        "table.txt": text,
+        "provenance.json": json.dumps(prov, indent=2, ensure_ascii=False) + "\n",
+    }
+
+
+def write_if_changed(path: Path, content: str) -> None:
+    if not path.is_file() or path.read_text(encoding="utf-8") != content:
+        path.write_text(content, encoding="utf-8")
+
+
+def update_readme(readme: Path, name: str, markdown_table: str) -> bool:
+    """Replace the block between ``<!-- lineage-report:<name>:begin/end -->`` in ``readme``."""
+    if not readme.is_file():
+        return False
+    begin, end = (m.format(name=name) for m in README_MARKERS)
+    text = readme.read_text(encoding="utf-8")
+    pattern = re.compile(re.escape(begin) + r".*?" + re.escape(end), re.S)
+    if not pattern.search(text):
+        return False
+    new = pattern.sub(lambda _: f"{begin}\n{markdown_table}{end}", text)
+    write_if_changed(readme, new)
+    return True
+
+
+def files_digest(paths: Sequence[Path]) -> str:
+    digest = hashlib.sha256()
+    for path in sorted(paths, key=lambda p: p.name):
+        digest.update(path.name.encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()
+
+
+def log_report_run(tracking: DictConfig, study: str, runs_csv: Path, tables: Path) -> str | None:
+    """Log ``runs.csv`` and ``tables/`` to a ``report`` run of the study; returns its id.
+
+    A FINISHED report run with the same files (same digest) is reused, not duplicated.
+    """
+    from lineage.tracking import ensure_experiment, git_info, open_client
+
+    files = [runs_csv, *sorted(p for p in tables.iterdir() if p.is_file())]
+    digest = files_digest(files)
+    client = open_client(str(tracking.uri))
+    experiment_id = ensure_experiment(client, study, tracking.get("artifact_location"))
+    found = client.search_runs(
+        [experiment_id],
+        filter_string=(
+            f"attributes.status = 'FINISHED' and tags.kind = '{REPORT_KIND}' "
+            f"and tags.report_digest = '{digest}'"
+        ),
+        max_results=1,
+    )
+    if found:
+        return found[0].info.run_id
+    tags = {"kind": REPORT_KIND, "study": study, "report_digest": digest, **git_info()}
+    run = client.create_run(experiment_id, run_name="report", tags=tags)
+    try:
+        client.log_artifact(run.info.run_id, str(runs_csv))
+        client.log_artifacts(run.info.run_id, str(tables), "tables")
+    except BaseException:
+        client.set_terminated(run.info.run_id, "FAILED")
+        raise
+    client.set_terminated(run.info.run_id, "FINISHED")
+    return run.info.run_id
+
+
+# ----- the app ------------------------------------------------------------------------------
+
+
+def _store_exists(uri: str) -> bool:
+    from lineage.tracking import sqlite_path
+
+    path = sqlite_path(uri)
+    return path is None or path.exists()
+
+
+def dashboard_url(tracking: DictConfig, study: str, host: str, port: int) -> str:
+    """``http://host:port/#/experiments/<id>/runs`` (the base URL if the study has no runs)."""
+    base = f"http://{host}:{port}"
+    if not tracking.get("enabled", True) or not _store_exists(str(tracking.uri)):
+        return base
+    from lineage.tracking import open_client
+
+    experiment = open_client(str(tracking.uri)).get_experiment_by_name(study)
+    return base if experiment is None else f"{base}/#/experiments/{experiment.experiment_id}/runs"
+
+
+def report(cfg: DictConfig, experiment_choice: str | None = None) -> dict[str, Any]:
+    """Collect, merge, render and log one study's report; returns what was written.
+
+    Args:
+        cfg: the composed ``report`` config.
+        experiment_choice: the study file's name (``experiment=<name>``), if one was given.
+
+    Returns:
+        ``{"name", "out_dir", "runs_csv", "source", "table", "text", "files", "provenance",
+        "report_run_id", "missing"}``: ``source`` is where the runs came from (the store URI,
+        or ``runs.csv`` alone when ``source=csv`` or there is no store); ``table`` is ``None``
+        when the study has no runs.
+
+    Raises:
+        ValueError: an unknown ``source``.
+    """
+    study = str(cfg.study)
+    name = study_file_name(study, experiment_choice, Path(CONF_DIR))
+    out_dir = (
+        Path(cfg.out_dir)
+        if cfg.get("out_dir")
+        else (Path(cfg.paths.root_dir) / "experiments" / name)
+    )
+    runs_csv, tables = out_dir / "runs.csv", out_dir / "tables"
+    if cfg.source not in ("mlflow", "csv"):
+        raise ValueError(f"source={cfg.source!r}: use mlflow (the store) or csv (runs.csv only)")
+    tracking = cfg.tracking
+    use_store = (
+        cfg.source == "mlflow"
+        and tracking.get("enabled", True)
+        and _store_exists(str(tracking.uri))
+    )
+    rows = read_runs_csv(runs_csv)
+    if use_store:
+        from lineage.tracking import open_client
+
+        spec = cfg.runs_csv
+        new = read_store(
+            open_client(str(tracking.uri)),
+            study,
+            params=list(spec.params),
+            exclude_params=list(spec.exclude_params),
+            histories=list(spec.histories),
+        )
+        rows = merge_runs(rows, new)
+    result: dict[str, Any] = {
+        "name": name,
+        "out_dir": out_dir,
+        "runs_csv": runs_csv,
+        "source": str(tracking.uri) if use_store else str(runs_csv),
+        "table": None,
+        "text": "",
+        "files": [],
+        "provenance": None,
+        "report_run_id": None,
+        "missing": [],
+    }
+    sweep = None
+    if experiment_choice and HydraConfig.initialized():
+        sweep = HydraConfig.get().sweeper.get("params")
+    planned = planned_runs(sweep, tracking.get("only_seeds"))
+    if not rows:
+        result["missing"] = planned
+        return result
+    from lineage.report.plots import write_figures
+    from lineage.report.table import build_table, render_markdown
+
+    write_runs_csv(runs_csv, rows)
+    rows = read_runs_csv(runs_csv)  # the tables are rendered from the file, as anyone would
+    table = build_table(rows, list(cfg.table.columns), dict(cfg.table.task_names))
+    missing = missing_runs(planned, rows)
+    prov = provenance(table, rows, study=study, name=name, planned=planned, missing=missing)
+    title = f"Study {study} ({', '.join(sorted(set(table.frame['corpus'])))})"
+    tables.mkdir(parents=True, exist_ok=True)
+    contents = render_files(table, prov, name, title)
+    for file_name, content in contents.items():
+        write_if_changed(tables / file_name, content)
+    figures = write_figures(table, tables)
+    update_readme(out_dir.parent / "README.md", name, render_markdown(table))
+    run_id = None
+    if use_store and cfg.log_to_mlflow:
+        run_id = log_report_run(tracking, study, runs_csv, tables)
+    result.update(
+        table=table,
+        text=contents["table.txt"],
+        files=[runs_csv, *(tables / f for f in contents), *figures],
+        provenance=prov,
+        report_run_id=run_id,
+        missing=missing,
+    )
+    return result
+
+
+def _relative(path: Path) -> str:
+    try:
+        return str(path.resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
 
 
 @hydra.main(config_path=CONF_DIR, config_name="report", version_base="1.3")
 def _hydra_main(cfg: DictConfig) -> None:
-    runs = finished_runs(str(cfg.tracking.uri), str(cfg.study))
-    table = summary_table(runs)
-    if table.empty:
-        print(f"No finished runs in study {cfg.study!r} at {cfg.tracking.uri}.")
+    choice = HydraConfig.get().runtime.choices.get("experiment")
+    if cfg.action == "url":
+        print(dashboard_url(cfg.tracking, str(cfg.study), cfg.ui.host, int(cfg.ui.port)))
         return
-    print(f"\nStudy {cfg.study!r}: {len(runs)} finished run(s) in {cfg.tracking.uri}\n")
-    print(table.to_string(index=False))
-    print()
+    if cfg.action != "report":
+        print(f"lineage-report: action={cfg.action!r}: use report or url", file=sys.stderr)
+        raise SystemExit(2)
+    result = report(cfg, choice)
+    where = result["source"]
+    if result["table"] is None:
+        print(f"No finished runs of study {cfg.study!r} in {where}.")
+        return
+    prov = result["provenance"]
+    print(f"\nStudy {cfg.study!r}: {prov['runs_in_table']} finished run(s) ({where})\n")
+    print(result["text"])
+    if result["missing"]:
+        shown = ", ".join(f"{m} s{s}" for m, s in result["missing"][:12])
+        more = len(result["missing"]) - 12
+        print(
+            f"Not finished yet: {len(result['missing'])} of {prov['planned_runs']} planned runs "
+            f"({shown}{f', … {more} more' if more > 0 else ''})."
+        )
+    from lineage.report.plots import FIGURES
+
+    n_fig = len(FIGURES)
+    print(
+        f"Written: {_relative(result['runs_csv'])} and {_relative(result['out_dir'] / 'tables')}/"
+        f" ({', '.join(TABLE_FILES[:3])}, {n_fig} PNG)"
+        + (f"; MLflow report run {result['report_run_id']}" if result["report_run_id"] else "")
+    )
 
 
 def main() -> None:
-    """Console entry point ``lineage-report``."""
+    """Console entry point ``lineage-report`` (never a sweep: runs with ``hydra.mode=RUN``)."""
+    # A study file sets hydra.mode=MULTIRUN for lineage-train; the report reads the same file
+    # but must run once, so the mode is overridden on the command line, where it wins.
+    if "hydra.mode=RUN" not in sys.argv:
+        sys.argv.append("hydra.mode=RUN")
     _hydra_main()
 
 

@@ -1,0 +1,432 @@
+"""The study table: one DataFrame built from ``runs.csv``, rendered as text, Markdown, LaTeX, CSV.
+
+Rows are the models of the study (the ``model`` tag: the config name, so KN3 and KN5 are two
+rows) in lineage order — the family's ``year`` tag, then size — plus one row per fine-tuning
+adaptation logged as a child run. Each metric column holds the mean, the sample standard deviation
+(n - 1) and the count over the row's seeds; a row's seed appears once (its latest run; older runs
+of the same model and seed under another config are counted as superseded). Columns come from the
+report config (``table.columns``); a column whose metric contains ``{task}`` repeats for every
+task found in the runs' metric names. A cell with no value is "—": the family cannot do it (a
+word2vec perplexity) or did not report it.
+
+The one DataFrame (:attr:`StudyTable.frame`) holds numbers; the renderers only format it.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+DASH = "—"
+ID_COLUMNS = ("model", "family", "year", "adaptation", "corpus", "n")
+
+
+@dataclass(frozen=True)
+class Column:
+    """One metric column of the table.
+
+    Attributes:
+        key: machine name (CSV column prefix), e.g. ``test_ppl`` or ``sst2_acc``.
+        metric: the MLflow metric, e.g. ``test/ppl``.
+        header: the printed header.
+        better: ``"lower"``, ``"higher"`` or ``None`` (no best marked).
+        format: ``fixed``, ``percent`` (x100), ``count`` (12.3k, 4.6M), ``integer`` (82,430) or
+            ``duration`` (s/min/h).
+        decimals: digits after the point (``fixed`` and ``percent``).
+        spread: show ``± sd`` when the row has two or more values.
+        requires: count a run's value only if the run also has this metric (``test/tokens``
+            only where ``test/ppl`` was scored: the data statistic of the same name is logged
+            for every family).
+    """
+
+    key: str
+    metric: str
+    header: str
+    better: str | None = None
+    format: str = "fixed"
+    decimals: int = 2
+    spread: bool = True
+    requires: str | None = None
+
+
+def resolve_columns(
+    specs: Sequence[Mapping[str, Any]], metrics: Sequence[str], task_names: Mapping[str, str]
+) -> list[Column]:
+    """Expand ``{task}`` specs against the metric names present; keep the others as they are.
+
+    Tasks are ordered as in ``task_names``, then alphabetically.
+    """
+    order = {name: i for i, name in enumerate(task_names)}
+    columns: list[Column] = []
+    for spec in specs:
+        spec = dict(spec)
+        if spec.get("better") not in (None, "lower", "higher"):
+            raise ValueError(f"table.columns: better={spec['better']!r}; use lower or higher")
+        if spec.get("format", "fixed") not in ("fixed", "percent", "count", "integer", "duration"):
+            raise ValueError(f"table.columns: format={spec['format']!r} is unknown")
+        if "{task}" not in spec["metric"]:
+            columns.append(Column(**spec))
+            continue
+        pattern = re.compile(
+            "^" + re.escape(spec["metric"]).replace(r"\{task\}", "(?P<task>[^/]+)") + "$"
+        )
+        tasks = sorted(
+            {m.group("task") for m in map(pattern.match, metrics) if m},
+            key=lambda t: (order.get(t, len(order)), t),
+        )
+        for task in tasks:
+            name = task_names.get(task, task)
+            columns.append(
+                Column(
+                    **{
+                        **spec,
+                        "key": spec["key"].format(task=task, task_name=name),
+                        "metric": spec["metric"].format(task=task),
+                        "header": spec["header"].format(task=task, task_name=name),
+                    }
+                )
+            )
+    return columns
+
+
+@dataclass
+class StudyTable:
+    """The aggregated table and what it was built from.
+
+    Attributes:
+        frame: one row per table row; identity columns (``model``, ``family``, ``year``,
+            ``adaptation``, ``corpus``, ``n``), then per metric column ``{key}.mean``,
+            ``{key}.sd``, ``{key}.n`` and ``{key}.best``, then ``config_hashes`` and
+            ``git_shas`` (space-separated).
+        columns: the metric columns, in order.
+        runs: the runs used (one per row and seed), as numbers where numeric.
+        superseded: runs left out because a later run of the same row and seed exists.
+    """
+
+    frame: pd.DataFrame
+    columns: list[Column]
+    runs: pd.DataFrame
+    superseded: int = 0
+    show_corpus: bool = False
+    show_adaptation: bool = False
+    notes: list[str] = field(default_factory=list)
+
+
+def runs_frame(rows: Sequence[Mapping[str, str]]) -> pd.DataFrame:
+    """``runs.csv`` rows -> a DataFrame: ``metrics.*``, ``tags.year`` and ``tags.seed`` numeric."""
+    frame = pd.DataFrame(list(rows))
+    if frame.empty:
+        return frame
+    for column in frame.columns:
+        if column.startswith("metrics.") or column in ("tags.year", "tags.seed"):
+            frame[column] = pd.to_numeric(frame[column], errors="coerce")
+    for column in ("tags.model", "tags.corpus", "tags.adaptation", "parent_run_id", "tags.family"):
+        if column not in frame:
+            frame[column] = ""
+        frame[column] = frame[column].fillna("")
+    return frame
+
+
+def _row_variant(frame: pd.DataFrame) -> pd.Series:
+    """A child run (fine-tuning) is its own row, named by its adaptation; a job's run is not."""
+    return frame["tags.adaptation"].where(frame["parent_run_id"] != "", "")
+
+
+def build_table(
+    rows: Sequence[Mapping[str, str]],
+    specs: Sequence[Mapping[str, Any]],
+    task_names: Mapping[str, str] | None = None,
+) -> StudyTable:
+    """Aggregate ``runs.csv`` rows into the study table.
+
+    Args:
+        rows: ``runs.csv`` rows (text values, as :func:`lineage.report.collect.read_runs_csv`).
+        specs: the ``table.columns`` entries of the report config.
+        task_names: printed names of tasks (``sst2`` -> ``SST-2``), also their column order.
+
+    Returns:
+        The table; an empty frame if there are no rows.
+    """
+    task_names = dict(task_names or {})
+    runs = runs_frame(rows)
+    if runs.empty:
+        return StudyTable(pd.DataFrame(), [], runs)
+    metrics = sorted(c.removeprefix("metrics.") for c in runs.columns if c.startswith("metrics."))
+    columns = resolve_columns(specs, metrics, task_names)
+    runs = runs.assign(_variant=_row_variant(runs))
+    # one run per (row, seed): the latest
+    runs = runs.sort_values(["start_time", "run_id"], ascending=[False, True], kind="stable")
+    keys = ["tags.model", "tags.corpus", "_variant"]
+    seed_key = runs["tags.seed"].astype("string").fillna(runs["run_id"])
+    before = len(runs)
+    runs = runs.loc[~pd.concat([runs[keys], seed_key.rename("seed")], axis=1).duplicated()]
+    superseded = before - len(runs)
+
+    records = []
+    for (model, corpus, variant), group in runs.groupby(keys, sort=False, dropna=False):
+        group = group.sort_values("tags.seed", kind="stable")
+        year = group["tags.year"].dropna()
+        adaptation = variant or ",".join(sorted({a for a in group["tags.adaptation"] if a}))
+        record: dict[str, Any] = {
+            "model": model,
+            "family": next((f for f in group["tags.family"] if f), ""),
+            "year": int(year.iloc[0]) if not year.empty else pd.NA,
+            "adaptation": adaptation,
+            "corpus": corpus,
+            "n": len(group),
+        }
+        for column in columns:
+            name, needed = f"metrics.{column.metric}", f"metrics.{column.requires}"
+            values = group[name] if name in group else pd.Series(dtype=float)
+            if column.requires:
+                values = values[group[needed].notna()] if needed in group else values.iloc[:0]
+            values = values.dropna().to_numpy(float)
+            record[f"{column.key}.mean"] = float(values.mean()) if values.size else np.nan
+            record[f"{column.key}.sd"] = float(values.std(ddof=1)) if values.size > 1 else np.nan
+            record[f"{column.key}.n"] = int(values.size)
+        record["config_hashes"] = " ".join(group["tags.config_hash"].fillna(""))
+        shas = group["tags.git_sha"].fillna("") if "tags.git_sha" in group else []
+        record["git_shas"] = " ".join(sorted(set(shas)))
+        size = record.get("params.mean", np.nan)
+        record["_order"] = (
+            record["year"] if record["year"] is not pd.NA else math.inf,
+            variant != "",
+            size if isinstance(size, float) and not math.isnan(size) else math.inf,
+            model,
+            variant,
+            corpus,
+        )
+        records.append(record)
+    records.sort(key=lambda r: r["_order"])
+    frame = pd.DataFrame([{k: v for k, v in r.items() if k != "_order"} for r in records])
+    frame["year"] = frame["year"].astype("Int64")
+    for column in columns:
+        frame[f"{column.key}.best"] = _best(frame, column)
+    ordered = list(ID_COLUMNS)
+    for column in columns:
+        ordered += [f"{column.key}.{s}" for s in ("mean", "sd", "n", "best")]
+    frame = frame[ordered + ["config_hashes", "git_shas"]]
+    return StudyTable(
+        frame,
+        columns,
+        runs.drop(columns="_variant"),
+        superseded,
+        show_corpus=frame["corpus"].nunique() > 1,
+        show_adaptation=bool((frame["adaptation"] != "").any()),
+    )
+
+
+def _best(frame: pd.DataFrame, column: Column) -> pd.Series:
+    """True where the row's mean is the best shown value (ties included); needs two rows."""
+    means = frame[f"{column.key}.mean"]
+    best = pd.Series(False, index=frame.index)
+    if column.better is None or means.notna().sum() < 2:
+        return best
+    shown = means.map(lambda v: round(_scaled(v, column), column.decimals))
+    target = shown.min() if column.better == "lower" else shown.max()
+    return shown.eq(target) & means.notna()
+
+
+# ----- formatting ---------------------------------------------------------------------------
+
+
+def _scaled(value: float, column: Column) -> float:
+    return value * 100 if column.format == "percent" else value
+
+
+def format_count(value: float) -> str:
+    """0, 82, 29.2k, 173k, 4.65M, 66.0M, 1.20B (three significant digits from 1,000 on)."""
+    if value < 1000:
+        return f"{value:.0f}"
+    for unit, size in (("B", 1e9), ("M", 1e6), ("k", 1e3)):
+        if value >= size * 0.9995:
+            scaled = value / size
+            digits = 0 if scaled >= 99.95 else 1 if scaled >= 9.995 else 2
+            return f"{scaled:.{digits}f}{unit}"
+    return f"{value:.0f}"  # unreachable
+
+
+def _duration_unit(seconds: float) -> tuple[str, float]:
+    if seconds < 60:
+        return "s", 1.0
+    if seconds < 3600:
+        return "min", 60.0
+    return "h", 3600.0
+
+
+def _number(value: float, decimals: int) -> str:
+    return f"{value:,.{decimals}f}"
+
+
+def format_value(mean: float, sd: float, column: Column, pm: str = "±") -> str:
+    """A cell's text: ``mean`` or ``mean ± sd`` in the column's format; "" for no value."""
+    if mean is None or (isinstance(mean, float) and math.isnan(mean)):
+        return ""
+    with_sd = column.spread and sd is not None and not math.isnan(sd)
+    if column.format == "count":
+        text = format_count(mean)
+        return f"{text} {pm} {format_count(sd)}" if with_sd else text
+    if column.format == "integer":
+        text = _number(mean, 0)
+        return f"{text} {pm} {_number(sd, 0)}" if with_sd else text
+    if column.format == "duration":
+        unit, size = _duration_unit(mean)
+        decimals = 2 if mean / size < 10 else 1
+        text = _number(mean / size, decimals)
+        if with_sd:
+            text += f" {pm} {_number(sd / size, decimals)}"
+        return f"{text} {unit}"
+    mean, sd = _scaled(mean, column), _scaled(sd, column) if with_sd else sd
+    text = _number(mean, column.decimals)
+    return f"{text} {pm} {_number(sd, column.decimals)}" if with_sd else text
+
+
+@dataclass(frozen=True)
+class _Style:
+    dash: str
+    pm: str
+    bold: str  # format string with {}
+    escape: Any
+    code: Any = None  # how a model (config) name is written (default: escaped)
+
+
+def _cells(table: StudyTable, style: _Style) -> tuple[list[str], list[list[str]], list[str]]:
+    """Headers, body cells and alignments ("l" / "r") in a renderer's style."""
+    headers = ["Model", "Family", "Year"]
+    align = ["l", "l", "r"]
+    if table.show_adaptation:
+        headers.append("Adaptation")
+        align.append("l")
+    if table.show_corpus:
+        headers.append("Corpus")
+        align.append("l")
+    headers.append("n")
+    align.append("r")
+    for column in table.columns:
+        headers.append(column.header)
+        align.append("r")
+    body = []
+    for _, row in table.frame.iterrows():
+        year = "" if pd.isna(row["year"]) else str(int(row["year"]))
+        cells = [row["model"], row["family"] or style.dash, year or style.dash]
+        if table.show_adaptation:
+            cells.append(row["adaptation"] or style.dash)
+        if table.show_corpus:
+            cells.append(row["corpus"] or style.dash)
+        code = style.code or style.escape
+        cells = [code(cells[0])] + [style.escape(c) for c in cells[1:]]
+        cells.append(str(row["n"]))
+        for column in table.columns:
+            mean, sd = row[f"{column.key}.mean"], row[f"{column.key}.sd"]
+            text = format_value(mean, sd, column, style.pm)
+            if not text:
+                cells.append(style.dash)
+                continue
+            count = int(row[f"{column.key}.n"])
+            if count != row["n"]:
+                text += f" (n={count})"
+            text = style.escape(text)
+            cells.append(style.bold.format(text) if row[f"{column.key}.best"] else text)
+        body.append(cells)
+    return [style.escape(h) for h in headers], body, align
+
+
+def _identity(text: str) -> str:
+    return text
+
+
+def _pad(cells: list[str], widths: list[int], align: list[str]) -> str:
+    return "  ".join(
+        c.rjust(w) if a == "r" else c.ljust(w) for c, w, a in zip(cells, widths, align, strict=True)
+    ).rstrip()
+
+
+def render_text(table: StudyTable) -> str:
+    """A plain-text table for the terminal; ``*`` marks the best value of a column."""
+    headers, body, align = _cells(table, _Style(DASH, "±", "{}*", _identity))
+    body = [
+        [c if c.endswith("*") or a == "l" else c + " " for c, a in zip(r, align, strict=True)]
+        for r in body
+    ]
+    headers = [h + " " if a == "r" else h for h, a in zip(headers, align, strict=True)]
+    widths = [max(len(x) for x in col) for col in zip(headers, *body, strict=True)]
+    lines = [_pad(headers, widths, align)] + [_pad(r, widths, align) for r in body]
+    return "\n".join(lines) + "\n"
+
+
+def render_markdown(table: StudyTable) -> str:
+    """A GitHub-flavoured Markdown table; **bold** marks the best value of a column."""
+
+    def escape(text: str) -> str:
+        return text.replace("|", r"\|").replace("*", r"\*").replace("_", r"\_")
+
+    headers, body, align = _cells(table, _Style(DASH, "±", "**{}**", escape, "`{}`".format))
+    rule = ["---:" if a == "r" else "---" for a in align]
+    lines = ["| " + " | ".join(r) + " |" for r in [headers, rule, *body]]
+    return "\n".join(lines) + "\n"
+
+
+LATEX_SPECIALS = {
+    "\\": r"\textbackslash{}",
+    "&": r"\&",
+    "%": r"\%",
+    "$": r"\$",
+    "#": r"\#",
+    "_": r"\_",
+    "{": r"\{",
+    "}": r"\}",
+    "~": r"\textasciitilde{}",
+    "^": r"\textasciicircum{}",
+    "—": "---",
+    "±": r"$\pm$",
+}
+
+
+def latex_escape(text: str) -> str:
+    """Escape LaTeX's special characters (and write — and ± as LaTeX does)."""
+    return "".join(LATEX_SPECIALS.get(ch, ch) for ch in str(text))
+
+
+def render_latex(table: StudyTable, caption: str, label: str, notes: Sequence[str] = ()) -> str:
+    """A booktabs ``table`` environment (needs ``\\usepackage{booktabs}``); \\textbf marks best.
+
+    ``notes`` go under the table in small type (already LaTeX).
+    """
+    style = _Style(
+        "---", "±", r"\textbf{{{}}}", latex_escape, lambda m: r"\texttt{" + latex_escape(m) + "}"
+    )
+    headers, body, align = _cells(table, style)
+    lines = [
+        r"\begin{table}[t]",
+        r"\centering",
+        r"\small",
+        r"\begin{tabular}{" + "".join(align) + "}",
+        r"\toprule",
+        " & ".join(headers) + r" \\",
+        r"\midrule",
+        *(" & ".join(r) + r" \\" for r in body),
+        r"\bottomrule",
+        r"\end{tabular}",
+    ]
+    if notes:
+        lines += [r"\par\smallskip", r"\parbox{\linewidth}{\footnotesize"]
+        lines += [note + r"\\" for note in notes[:-1]] + [notes[-1] + "}"]
+    lines += [
+        r"\caption{" + latex_escape(caption) + "}",
+        r"\label{" + label + "}",
+        r"\end{table}",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def render_csv(table: StudyTable) -> str:
+    """The numbers of the table (means, sds, counts, best flags) as CSV."""
+    frame = table.frame.copy()
+    frame.columns = [c.replace(".", "_") for c in frame.columns]
+    return frame.to_csv(index=False, lineterminator="\n", na_rep="")

@@ -1,0 +1,240 @@
+"""Task configuration, the metrics every task reports, and the confusion-matrix artifact.
+
+A task config (``conf/task/<name>.yaml``, package ``task.<name>``) is parsed into
+:class:`TaskConfig`; an unknown key, a wrong type or an impossible value is a
+:class:`~lineage.data.sources.DataError` naming ``task.<name>.<key>`` and the value.
+
+Metrics (design.md §4): ``{task}/{split}/{accuracy|f1_macro|mcc|roc_auc}`` — ROC-AUC only for
+binary tasks and only when the answer has a score (the probe's probability, VADER's compound score,
+the spam rules' weighted hits). Cross-validated tasks report the mean over folds under the same
+names and the standard deviation as ``{metric}_std``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from lineage.data.sources import DataError
+from lineage.tasks.data import CsvConfig, SplitConfig, as_mapping
+
+METRICS = ("accuracy", "f1_macro", "mcc", "roc_auc")
+SOURCES = ("polarity", "sst2", "sms_spam", "ag_news", "imdb", "csv")
+
+
+@dataclass
+class ProbeConfig:
+    """The one probe: logistic regression on frozen features (design.md §3.5).
+
+    Attributes:
+        C: inverse regularisation strengths tried; the best on dev (accuracy, ties to the
+            stronger regularisation) is scored once on test.
+        max_iter: solver iterations.
+        scale: standardise dense features (mean 0, variance 1 on train) before the probe.
+        ngram_range: ``ngram`` family: word n-gram orders of the TF-IDF bag (Wang & Manning 2012).
+        min_df: ``ngram`` family: drop n-grams seen in fewer train texts.
+        sublinear_tf: ``ngram`` family: 1 + log(tf).
+        pooling: ``word2vec``/``glove``: ``mean`` word vector or ``tfidf``-weighted mean.
+        task_texts: ``word2vec``/``glove``: also train the vectors on the task's (unlabelled)
+            train texts; the task then uses these vectors (the intrinsic scores stay corpus-only).
+        batch_size: texts per forward pass for LM features.
+    """
+
+    C: list[float] = field(default_factory=lambda: [0.01, 0.1, 1.0, 10.0, 100.0])
+    max_iter: int = 2000
+    scale: bool = True
+    ngram_range: list[int] = field(default_factory=lambda: [1, 2])
+    min_df: int = 1
+    sublinear_tf: bool = True
+    pooling: str = "mean"
+    task_texts: bool = False
+    batch_size: int = 64
+
+
+@dataclass
+class FinetuneConfig:
+    """End-to-end training of a neural LM with a classification head (``lineage.tasks.finetune``).
+
+    Attributes:
+        enabled: run fine-tuning for neural families (``finetune`` row; MLflow child run).
+        scratch: also train the same architecture from random weights (``scratch`` row).
+        epochs: maximum epochs; the checkpoint with the best dev accuracy is scored on test.
+        lr: AdamW learning rate (head and body).
+        weight_decay: AdamW weight decay.
+        batch_size: texts per step.
+        max_len: tokens kept per text (the first ``max_len``).
+        dropout: on the pooled state, before the head.
+        patience: stop after this many epochs without a better dev accuracy.
+        gradient_clip_val: clip the global gradient norm (recurrent bodies).
+    """
+
+    enabled: bool = False
+    scratch: bool = False
+    epochs: int = 4
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    batch_size: int = 32
+    max_len: int = 64
+    dropout: float = 0.1
+    patience: int = 2
+    gradient_clip_val: float | None = 5.0
+
+
+@dataclass
+class TaskConfig:
+    """One task, as ``conf/task/<name>.yaml`` writes it.
+
+    Attributes:
+        source: ``polarity``, ``sst2``, ``sms_spam``, ``ag_news``, ``imdb`` or ``csv``.
+        data_dir: directory with the source's files (default: the user cache).
+        offline: never download (``LINEAGE_OFFLINE=1`` also does).
+        path: ``polarity`` only: another file in the same format.
+        classes: the label order (index = class id); default: as the source defines it.
+        split: one labelled pool -> stratified train/val/test ratios and seed.
+        dedupe: drop repeated texts before splitting (``sms_spam``).
+        cv_folds: > 1: stratified k-fold cross-validation over the pool (``polarity``).
+        cv_seed: seed of the folds.
+        dev_fraction: tasks without a dev split: share of train held out for model selection.
+        dev_seed: seed of that hold-out.
+        max_train: keep a stratified subset of train this large (quick runs; default all).
+        csv: ``csv`` only: files, columns, delimiter, header.
+        rules: the ``rule`` family's classifier (``lineage.tasks.rules``); null = unsupported.
+        probe: the probe's settings.
+        finetune: fine-tuning settings (neural families).
+    """
+
+    source: str
+    data_dir: str | None = None
+    offline: bool = False
+    path: str | None = None
+    classes: list[str] | None = None
+    split: SplitConfig | None = None
+    dedupe: bool = True
+    cv_folds: int = 0
+    cv_seed: int = 1234
+    dev_fraction: float = 0.1
+    dev_seed: int = 1234
+    max_train: int | None = None
+    csv: CsvConfig = field(default_factory=CsvConfig)
+    rules: dict[str, Any] | None = None
+    probe: ProbeConfig = field(default_factory=ProbeConfig)
+    finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
+
+
+_NESTED = {"split": SplitConfig, "csv": CsvConfig, "probe": ProbeConfig, "finetune": FinetuneConfig}
+
+
+def _build(cls, values: Mapping[str, Any], where: str):
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - names)
+    if unknown:
+        raise DataError(f"{where}: unknown key(s) {unknown}; allowed: {sorted(names)}")
+    kwargs = {}
+    for key, value in values.items():
+        if key in _NESTED and value is not None and not isinstance(value, _NESTED[key]):
+            if isinstance(value, bool) and key == "finetune":  # `finetune: true` shorthand
+                value = {"enabled": value}
+            if not isinstance(value, Mapping):
+                raise DataError(f"{where}.{key}: expected a mapping, got {value!r}")
+            value = _build(_NESTED[key], value, f"{where}.{key}")
+        kwargs[key] = value
+    return cls(**kwargs)
+
+
+def parse_task_config(name: str, cfg: Any) -> TaskConfig:
+    """``task.<name>`` (OmegaConf node or dict) -> :class:`TaskConfig`, checked.
+
+    Raises:
+        DataError: unknown key, unknown source, or an impossible value, naming the key.
+    """
+    where = f"task.{name}"
+    values = as_mapping(cfg)
+    if "source" not in values:
+        raise DataError(f"{where}: no 'source'; one of {', '.join(SOURCES)}")
+    tc = _build(TaskConfig, values, where)
+    if tc.source not in SOURCES:
+        raise DataError(f"{where}.source={tc.source!r} is unknown; one of {', '.join(SOURCES)}")
+    if tc.cv_folds == 1 or tc.cv_folds < 0:
+        raise DataError(f"{where}.cv_folds={tc.cv_folds}: use 0 (no CV) or >= 2 folds")
+    if not 0 < tc.dev_fraction < 1:
+        raise DataError(f"{where}.dev_fraction={tc.dev_fraction} must be in (0, 1)")
+    if not tc.probe.C or any(float(c) <= 0 for c in tc.probe.C):
+        raise DataError(f"{where}.probe.C={tc.probe.C} must be a non-empty list of positive values")
+    if tc.probe.pooling not in ("mean", "tfidf"):
+        raise DataError(f"{where}.probe.pooling={tc.probe.pooling!r}: use mean or tfidf")
+    if (
+        len(tc.probe.ngram_range) != 2
+        or not 1 <= tc.probe.ngram_range[0] <= tc.probe.ngram_range[1]
+    ):
+        raise DataError(
+            f"{where}.probe.ngram_range={tc.probe.ngram_range}: use [min, max], 1 <= min"
+        )
+    if tc.max_train is not None and tc.max_train < 2:
+        raise DataError(f"{where}.max_train={tc.max_train} must be >= 2 (or null)")
+    return tc
+
+
+def classification_metrics(
+    y_true: np.ndarray, y_pred: np.ndarray, n_classes: int, scores: np.ndarray | None = None
+) -> dict[str, float]:
+    """Accuracy, macro-F1, MCC, and ROC-AUC (binary tasks with scores).
+
+    Args:
+        y_true: (N,) class ids.
+        y_pred: (N,) predicted class ids.
+        n_classes: size of the label set (macro-F1 averages over all of them).
+        scores: (N,) score of class 1 (binary only); higher means more likely class 1.
+    """
+    from sklearn.metrics import accuracy_score, f1_score, matthews_corrcoef, roc_auc_score
+
+    labels = list(range(n_classes))
+    out = {
+        "accuracy": float(accuracy_score(y_true, y_pred)),
+        "f1_macro": float(
+            f1_score(y_true, y_pred, labels=labels, average="macro", zero_division=0)
+        ),
+        "mcc": float(matthews_corrcoef(y_true, y_pred)),
+    }
+    if n_classes == 2 and scores is not None and len(np.unique(y_true)) == 2:
+        out["roc_auc"] = float(roc_auc_score(y_true, scores))
+    return out
+
+
+def confusion(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int) -> np.ndarray:
+    """(C, C) counts: row = true class, column = predicted class."""
+    from sklearn.metrics import confusion_matrix
+
+    return confusion_matrix(y_true, y_pred, labels=list(range(n_classes)))
+
+
+def write_confusion(path: Path, matrix: np.ndarray, classes: Sequence[str]) -> Path:
+    """The confusion matrix as CSV: header ``true\\predicted,<classes>``, one row per true class."""
+    import csv
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["true\\predicted", *classes])
+        for name, row in zip(classes, matrix, strict=True):
+            writer.writerow([name, *(int(v) for v in row)])
+    return path
+
+
+def prefixed(task: str, split: str, metrics: Mapping[str, float]) -> dict[str, float]:
+    """``{accuracy: .9}`` -> ``{"<task>/<split>/accuracy": .9}``."""
+    return {f"{task}/{split}/{k}": float(v) for k, v in metrics.items()}
+
+
+def mean_std(folds: Sequence[Mapping[str, float]]) -> dict[str, float]:
+    """Per metric the mean over folds, and ``{metric}_std`` the sample standard deviation."""
+    out: dict[str, float] = {}
+    for key in folds[0]:
+        values = np.array([f[key] for f in folds if key in f], dtype=np.float64)
+        out[key] = float(values.mean())
+        out[f"{key}_std"] = float(values.std(ddof=1)) if len(values) > 1 else 0.0
+    return out

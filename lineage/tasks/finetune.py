@@ -1,0 +1,334 @@
+"""Fine-tuning (``finetune``) and training from scratch (``scratch``) for neural families.
+
+The LM's body (its net up to the last hidden layer, ``net.hidden(tokens, state) -> (B, T, H)``)
+plus a classification head on the mean-pooled hidden states (the same pooling as the probe's
+features), trained end to end on the task with a Lightning ``Trainer``: AdamW, cross-entropy,
+the epoch with the best dev accuracy kept (``ModelCheckpoint``), early stopping on dev, then
+scored once on test. ``scratch`` trains the same architecture from random weights (the family's
+own initialisation, seeded), so the pair shows what pretraining on the corpus buys.
+
+Each adaptation is its own MLflow run, a child of the job's run (tag ``mlflow.parentRunId``),
+named ``{job run name}-{task}-{adaptation}``, tagged ``adaptation`` = ``finetune`` | ``scratch``
+and ``task``, with the parent's identity tags (family, model, corpus, seed, study, ...) so that
+tables group it with its probe row; its metrics use the task names (``{task}/test/accuracy``,
+...), per-epoch ``train/loss`` and ``val/accuracy``, and ``confusion/{task}.csv``. The parent's
+``config_hash`` is stored as ``parent_config_hash`` (not ``config_hash``, so that a finished
+child never makes the runner skip its parent's config).
+
+Families without a ``net.hidden`` (count, rule and embedding families) are unsupported: the tag
+``task.{task}.finetune`` says so on the job's run.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader
+
+from lineage.interface import FitMode
+from lineage.modules.base import build
+from lineage.tasks.base import (
+    FinetuneConfig,
+    TaskConfig,
+    classification_metrics,
+    confusion,
+    mean_std,
+    prefixed,
+    write_confusion,
+)
+from lineage.tasks.data import TaskData
+
+log = logging.getLogger("lineage")
+
+ADAPTATIONS = ("finetune", "scratch")
+
+
+def can_finetune(model) -> bool:
+    """A gradient family whose net exposes ``hidden(tokens, state)``."""
+    net = getattr(model, "net", None)
+    return model.fit_mode == FitMode.GRADIENT and callable(getattr(net, "hidden", None))
+
+
+class TextClassifier(nn.Module):
+    """An LM body, mean pooling over the text's positions, dropout, a linear head.
+
+    Args:
+        body: the net (``hidden(tokens, state) -> (hidden (B, T, H), state)``).
+        n_classes: size of the label set.
+        dropout: on the pooled vector.
+        pad_id: the id used to start and pad texts (``<eos>``).
+    """
+
+    def __init__(self, body: nn.Module, n_classes: int, dropout: float, pad_id: int):
+        super().__init__()
+        self.body = body
+        with torch.no_grad():
+            was = body.training
+            body.eval()
+            size = body.hidden(torch.full((1, 1), pad_id, dtype=torch.long), None)[0].shape[-1]
+            body.train(was)
+        self.drop = nn.Dropout(dropout)
+        self.head = nn.Linear(size, n_classes)
+
+    def forward(self, tokens: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """(B, T) ids (column 0 the start ``<eos>``), (B,) lengths incl. it -> (B, C) logits."""
+        hidden, _ = self.body.hidden(tokens, None)  # (B, T, H)
+        positions = torch.arange(tokens.shape[1], device=tokens.device)[None]  # (1, T)
+        mask = (positions < lengths[:, None]) & (positions > 0)  # (B, T): the text's tokens
+        mask[lengths == 1, 0] = True  # an empty text: the start state
+        pooled = (hidden * mask[..., None]).sum(1) / mask.sum(1, keepdim=True)  # (B, H)
+        return self.head(self.drop(pooled))  # (B, C)
+
+
+class ClassifierModule(L.LightningModule):
+    """Cross-entropy training of a :class:`TextClassifier`; dev accuracy per epoch."""
+
+    def __init__(self, net: TextClassifier, lr: float, weight_decay: float):
+        super().__init__()
+        self.net = net
+        self.lr = lr
+        self.weight_decay = weight_decay
+        self._correct = 0
+        self._seen = 0
+
+    def configure_optimizers(self):
+        return torch.optim.AdamW(self.parameters(), lr=self.lr, weight_decay=self.weight_decay)
+
+    def training_step(self, batch, batch_idx):
+        tokens, lengths, y = batch
+        loss = F.cross_entropy(self.net(tokens, lengths), y)
+        self.log("train/loss", loss, on_step=False, on_epoch=True, batch_size=len(y))
+        return loss
+
+    def on_validation_epoch_start(self) -> None:
+        self._correct, self._seen = 0, 0
+
+    def validation_step(self, batch, batch_idx):
+        tokens, lengths, y = batch
+        self._correct += int((self.net(tokens, lengths).argmax(-1) == y).sum())
+        self._seen += len(y)
+
+    def on_validation_epoch_end(self) -> None:
+        if self._seen:
+            self.log("val/accuracy", self._correct / self._seen, prog_bar=True)
+
+    def predict_step(self, batch, batch_idx):
+        tokens, lengths, _ = batch
+        return torch.softmax(self.net(tokens, lengths).float(), dim=-1)  # (B, C)
+
+
+def _collate(pad_id: int):
+    def collate(items):
+        lengths = torch.tensor([len(ids) for ids, _ in items])
+        tokens = torch.full((len(items), int(lengths.max())), pad_id, dtype=torch.long)
+        for row, (ids, _) in enumerate(items):
+            tokens[row, : len(ids)] = torch.tensor(ids, dtype=torch.long)
+        y = torch.tensor([label for _, label in items], dtype=torch.long)
+        return tokens, lengths, y
+
+    return collate
+
+
+def _loader(ids, y, cfg: FinetuneConfig, pad_id: int, shuffle: bool, seed: int) -> DataLoader:
+    items = [([pad_id, *t[: cfg.max_len]], int(label)) for t, label in zip(ids, y, strict=True)]
+    generator = torch.Generator().manual_seed(seed) if shuffle else None
+    return DataLoader(
+        items,
+        batch_size=cfg.batch_size,
+        shuffle=shuffle,
+        generator=generator,
+        collate_fn=_collate(pad_id),
+    )
+
+
+def _body(model, adaptation: str, seed: int) -> nn.Module:
+    if adaptation == "finetune":
+        return copy.deepcopy(model.net)
+    torch.manual_seed(seed)  # scratch: the family's own initialisation, seeded
+    return build(model.hparams.net, vocab_size=len(model.vocab))
+
+
+def train_classifier(
+    model,
+    adaptation: str,
+    view: dict[str, tuple[list[list[int]], np.ndarray]],
+    n_classes: int,
+    cfg: FinetuneConfig,
+    root: Path,
+    seed: int,
+    logger=None,
+) -> dict[str, Any]:
+    """Train one classifier (``finetune`` or ``scratch``) and score it once on test.
+
+    Args:
+        model: the trained neural LM (its ``net`` and config).
+        adaptation: ``finetune`` (start from the LM's weights) or ``scratch``.
+        view: split -> (id lists, (N,) class ids) for ``train``, ``val``, ``test``.
+        n_classes: size of the label set.
+        cfg: the fine-tuning settings.
+        root: where checkpoints go.
+        seed: initialisation (scratch) and data order.
+        logger: a Lightning logger for the per-epoch metrics (or None).
+
+    Returns:
+        ``{"val": metrics, "test": metrics, "confusion": (C, C), "epochs": n}``.
+    """
+    from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
+
+    L.seed_everything(seed, workers=True, verbose=False)
+    pad = model.vocab.eos_id
+    net = TextClassifier(_body(model, adaptation, seed), n_classes, cfg.dropout, pad)
+    module = ClassifierModule(net, cfg.lr, cfg.weight_decay)
+    checkpoint = ModelCheckpoint(
+        dirpath=str(root), monitor="val/accuracy", mode="max", save_top_k=1, filename="best"
+    )
+    trainer = L.Trainer(
+        accelerator="cpu",
+        devices=1,
+        max_epochs=cfg.epochs,
+        logger=logger if logger is not None else False,
+        callbacks=[checkpoint, EarlyStopping("val/accuracy", mode="max", patience=cfg.patience)],
+        gradient_clip_val=cfg.gradient_clip_val,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        default_root_dir=str(root),
+        log_every_n_steps=50,
+    )
+    loaders = {
+        split: _loader(*view[split], cfg, pad, shuffle=split == "train", seed=seed)
+        for split in ("train", "val", "test")
+    }
+    trainer.fit(module, loaders["train"], loaders["val"])
+    out: dict[str, Any] = {"epochs": trainer.current_epoch}
+    for split in ("val", "test"):
+        probs = torch.cat(trainer.predict(module, loaders[split], ckpt_path="best")).numpy()
+        y = view[split][1]
+        pred = probs.argmax(1)
+        scores = probs[:, 1] if n_classes == 2 else None
+        out[split] = classification_metrics(y, pred, n_classes, scores)
+        if split == "test":
+            out["confusion"] = confusion(y, pred, n_classes)
+    return out
+
+
+def _child_tags(tracker, task: str, adaptation: str) -> dict[str, str]:
+    parent = tracker.client.get_run(tracker.run_id).data.tags
+    skip = ("mlflow.", "task.", "config_hash", "adaptation", "tasks")
+    tags = {k: v for k, v in parent.items() if not k.startswith(skip)}
+    tags.update(
+        {
+            "mlflow.parentRunId": tracker.run_id,
+            "parent_config_hash": parent.get("config_hash", ""),
+            "adaptation": adaptation,
+            "task": task,
+            "tasks": task,
+            f"task.{task}.status": "ok",
+        }
+    )
+    return tags
+
+
+def finetune_task(
+    name: str, cfg: TaskConfig, data: TaskData, model, encoder, tracker, out_dir
+) -> dict[str, dict[str, float]]:
+    """Fine-tune (and, with ``finetune.scratch``, train from scratch) on one task.
+
+    Returns ``{adaptation: metrics}`` (metrics named ``{task}/{split}/{metric}``), also written
+    to ``{out_dir}/finetune/{task}-{adaptation}.json`` and logged as child MLflow runs.
+    """
+    from lineage.tasks import _folds, _seed, _split_view
+    from lineage.tracking import Run
+
+    if not can_finetune(model):
+        if tracker is not None:
+            tracker.set_tags({f"task.{name}.finetune": "unsupported"})
+        log.info("task %s: fine-tuning unsupported by %s", name, model.family)
+        return {}
+    seed = _seed()
+    n_classes = len(data.classes)
+    adaptations = ["finetune", *(["scratch"] if cfg.finetune.scratch else [])]
+    parent_name = None
+    if tracker is not None:
+        parent_name = tracker.client.get_run(tracker.run_id).info.run_name
+    out: dict[str, dict[str, float]] = {}
+    for adaptation in adaptations:
+        child = None
+        if tracker is not None:
+            created = tracker.client.create_run(
+                tracker.experiment_id,
+                run_name=f"{parent_name}-{name}-{adaptation}",
+                tags=_child_tags(tracker, name, adaptation),
+            )
+            child = Run(
+                tracker.client, created.info.run_id, tracker.experiment_id, tracker.tracking_uri
+            )
+        try:
+            folds_val, folds_test, epochs = [], [], []
+            matrix = np.zeros((n_classes, n_classes), dtype=np.int64)
+            for k, fold in enumerate(_folds(data, cfg)):
+                view = {
+                    split: (encoder.ids(texts), y)
+                    for split, (texts, y) in _split_view(data, fold).items()
+                }
+                root = Path(out_dir) / "finetune" / f"{name}-{adaptation}-{k}"
+                result = train_classifier(
+                    model,
+                    adaptation,
+                    view,
+                    n_classes,
+                    cfg.finetune,
+                    root,
+                    seed,
+                    child.lightning_logger() if child is not None else None,
+                )
+                folds_val.append(result["val"])
+                folds_test.append(result["test"])
+                epochs.append(result["epochs"])
+                matrix += result["confusion"]
+            if len(folds_test) > 1:
+                metrics = {
+                    **prefixed(name, "val", mean_std(folds_val)),
+                    **prefixed(name, "test", mean_std(folds_test)),
+                    f"{name}/test/folds": float(len(folds_test)),
+                }
+            else:
+                metrics = {
+                    **prefixed(name, "val", folds_val[0]),
+                    **prefixed(name, "test", folds_test[0]),
+                }
+            metrics[f"{name}/finetune/epochs"] = float(np.mean(epochs))
+            path = write_confusion(
+                Path(out_dir) / "finetune" / "confusion" / adaptation / f"{name}.csv",
+                matrix,
+                data.classes,
+            )
+            record = Path(out_dir) / "finetune" / f"{name}-{adaptation}.json"
+            record.write_text(json.dumps(metrics, indent=2) + "\n")
+            if child is not None:
+                child.log_metrics(metrics)
+                child.log_artifact(path, "confusion")
+                child.client.set_terminated(child.run_id, "FINISHED")
+        except BaseException:
+            if child is not None:
+                child.client.set_terminated(child.run_id, "FAILED")
+            raise
+        out[adaptation] = metrics
+        log.info(
+            "task %s (%s): test accuracy %.4f, macro-F1 %.4f, MCC %.4f",
+            name,
+            adaptation,
+            metrics[f"{name}/test/accuracy"],
+            metrics[f"{name}/test/f1_macro"],
+            metrics[f"{name}/test/mcc"],
+        )
+    return out

@@ -1,0 +1,267 @@
+"""Task data: the shared benchmark copies, gensim's embedded polarity file, and small synthetic
+files in the exact published formats (AG News CSV, the IMDB archive) fetched through the real
+downloader from file:// URLs, with the same checksum and offline errors as corpora."""
+
+from __future__ import annotations
+
+import io
+import tarfile
+from pathlib import Path
+
+import pytest
+
+from lineage.data.sources import DataError, RemoteFile, sha256_file
+from lineage.tasks import load_task
+from lineage.tasks.base import parse_task_config
+from lineage.tasks.data import (
+    TASK_SOURCES,
+    CsvConfig,
+    SplitConfig,
+    TaskSource,
+    load_ag_news,
+    load_csv,
+    load_imdb,
+    load_sms_spam,
+    normalise_stsa,
+    stratified_split,
+)
+
+
+def test_polarity_is_gensims_200_sentences():
+    data = load_task(
+        "polarity", parse_task_config("polarity", {"source": "polarity", "cv_folds": 5})
+    )
+    assert len(data.texts["all"]) == 200
+    assert data.classes == ["neg", "pos"]
+    assert sorted(data.labels["all"]).count("neg") == 100
+    assert any("—" in t for t in data.texts["all"])  # cp1252 0x97, decoded
+    assert len(data.files["all"]["digest"]) == 64
+
+
+def test_sst2_standard_setting_from_the_shared_copy(shared_data):
+    cfg = parse_task_config("sst2", {"source": "sst2", "data_dir": str(shared_data / "sst2")})
+    data = load_task("sst2", cfg)
+    assert {s: len(t) for s, t in data.texts.items()} == {"train": 67349, "val": 872, "test": 1821}
+    assert (data.y("train") == 0).sum() == 29780 and (data.y("val") == 0).sum() == 428
+    assert (data.y("test") == 0).sum() == 912
+    assert not any(t.endswith(" ") for t in data.texts["train"][:1000])  # GLUE's trailing space
+    joined = "\n".join(data.texts["test"])
+    assert "-lrb-" not in joined and "\\/" not in joined and "\u00a0" not in joined
+    # after normalisation dev sentences read as GLUE's (the manifest's cross-check)
+    assert data.files["test"]["uri"].endswith("stsa.binary.test")
+
+
+def test_stsa_normalisation():
+    assert normalise_stsa("a -lrb- b -rrb- 1\\/2 2\u00a01\\/2") == "a ( b ) 1/2 2 1/2"
+
+
+def test_sms_spam_is_deduplicated_and_split_stratified_with_a_fixed_seed(shared_data):
+    split = SplitConfig([0.7, 0.15, 0.15], seed=1234)
+    data = load_sms_spam("sms_spam", str(shared_data / "sms_spam"), True, split)
+    sizes = {s: len(t) for s, t in data.texts.items()}
+    assert sum(sizes.values()) == 5171  # 5,574 lines, 5,171 distinct texts
+    assert sizes["train"] == pytest.approx(0.7 * 5171, abs=2)
+    texts = {s: set(t) for s, t in data.texts.items()}
+    assert not texts["train"] & texts["test"] and not texts["val"] & texts["test"]
+    for s in ("train", "val", "test"):
+        assert data.y(s).mean() == pytest.approx(653 / 5171, abs=0.01)  # stratified
+    again = load_sms_spam("sms_spam", str(shared_data / "sms_spam"), True, split)
+    assert again.texts["test"] == data.texts["test"]
+
+
+def test_stratified_split_keeps_proportions_and_rejects_bad_ratios():
+    labels = ["a"] * 80 + ["b"] * 20
+    parts = stratified_split(labels, [0.5, 0.25, 0.25], seed=0)
+    assert sorted(i for p in parts for i in p) == list(range(100))
+    assert [sum(labels[i] == "b" for i in p) for p in parts] == [10, 5, 5]
+    with pytest.raises(DataError, match="sum"):
+        stratified_split(labels, [0.5, 0.4], seed=0)
+
+
+# ----------------------------------------------------------------- downloads (file:// URLs)
+
+
+def _source(name: str, files: dict[str, Path]) -> TaskSource:
+    return TaskSource(
+        name,
+        "synthetic",
+        "test",
+        {
+            role: RemoteFile(path.name, path.resolve().as_uri(), sha256_file(path))
+            for role, path in files.items()
+        },
+    )
+
+
+AG_ROWS = [
+    ("3", "Stocks rally", "Shares rose on Wall Street\\, lifting the \\$ index."),
+    ("2", "Yankees win", "The Yankees beat the Red Sox 5-3."),
+    ("1", "Talks in Iraq", "Leaders met for peace talks.\\nMore later."),
+    ("4", "New chip", 'Intel unveiled a "faster" chip.'),
+]
+
+
+def _ag_csv(path: Path, rows) -> Path:
+    lines = []
+    for label, title, desc in rows:
+        q = [f'"{x.replace(chr(34), chr(34) * 2)}"' for x in (label, title, desc)]
+        lines.append(",".join(q))
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_ag_news_downloads_verifies_and_parses(tmp_path):
+    remote = tmp_path / "remote"
+    remote.mkdir()
+    train = _ag_csv(remote / "train.csv", AG_ROWS * 10)
+    test = _ag_csv(remote / "test.csv", AG_ROWS)
+    source = _source("ag_news", {"train": train, "test": test})
+    cache = tmp_path / "cache"
+    data = load_ag_news("ag", str(cache), False, 0.1, 1234, source=source)
+    assert (cache / "train.csv").read_bytes() == train.read_bytes()  # downloaded into the cache
+    assert data.classes == ["World", "Sports", "Business", "Sci/Tech"]
+    assert data.labels["test"] == ["Business", "Sports", "World", "Sci/Tech"]
+    assert data.texts["test"][0] == "Stocks rally Shares rose on Wall Street, lifting the $ index."
+    assert data.texts["test"][2] == "Talks in Iraq Leaders met for peace talks. More later."
+    assert data.texts["test"][3] == 'New chip Intel unveiled a "faster" chip.'
+    assert len(data.texts["val"]) == 4 and len(data.texts["train"]) == 36  # stratified 10%
+    # the second load uses the verified cache, even offline
+    assert load_ag_news("ag", str(cache), True, 0.1, 1234, source=source).texts == data.texts
+
+
+def test_a_corrupted_task_file_is_refused_with_the_fix(tmp_path):
+    remote = tmp_path / "remote"
+    remote.mkdir()
+    source = _source(
+        "ag_news",
+        {
+            "train": _ag_csv(remote / "train.csv", AG_ROWS),
+            "test": _ag_csv(remote / "test.csv", AG_ROWS),
+        },
+    )
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    (cache / "train.csv").write_text('"1","x","y"\n')
+    with pytest.raises(DataError) as err:
+        load_ag_news("agn", str(cache), False, 0.1, 0, source=source)
+    message = str(err.value)
+    assert "checksum mismatch" in message and str(cache / "train.csv") in message
+    assert source.files["train"].sha256 in message and "task.agn.data_dir" in message
+
+
+def test_offline_without_the_file_names_url_and_setting(tmp_path):
+    with pytest.raises(DataError) as err:
+        load_task("imdb", parse_task_config("imdb", {"source": "imdb", "offline": True}))
+    message = str(err.value)
+    assert TASK_SOURCES["imdb"].files["archive"].url in message
+    assert "task.imdb.data_dir" in message and "aclImdb_v1.tar.gz" in message
+
+
+def _imdb_archive(path: Path, reviews: dict[str, list[tuple[str, str]]]) -> Path:
+    with tarfile.open(path, "w:gz") as tf:
+        for split, items in reviews.items():
+            for i, (label, text) in enumerate(items):
+                data = text.encode()
+                info = tarfile.TarInfo(
+                    f"aclImdb/{split}/{label}/{i}_{7 if label == 'pos' else 2}.txt"
+                )
+                info.size = len(data)
+                tf.addfile(info, io.BytesIO(data))
+        info = tarfile.TarInfo("aclImdb/train/unsup/0_0.txt")
+        info.size = 4
+        tf.addfile(info, io.BytesIO(b"skip"))
+        info = tarfile.TarInfo("aclImdb/README")
+        info.size = 2
+        tf.addfile(info, io.BytesIO(b"hi"))
+    return path
+
+
+def test_imdb_archive_is_read_like_the_original(tmp_path):
+    remote = tmp_path / "remote"
+    remote.mkdir()
+    train = [("pos", f"Great film {i}.<br /><br />Loved it.") for i in range(10)]
+    train += [("neg", f"Awful film {i}.") for i in range(10)]
+    test = [("pos", "Wonderful."), ("neg", "Terrible.")]
+    archive = _imdb_archive(remote / "aclImdb_v1.tar.gz", {"train": train, "test": test})
+    source = _source("imdb", {"archive": archive})
+    data = load_imdb("imdb", str(tmp_path / "cache"), False, 0.1, 0, source=source)
+    assert data.classes == ["neg", "pos"]
+    assert sorted(data.texts["test"]) == ["Terrible.", "Wonderful."]
+    assert len(data.texts["train"]) == 18 and len(data.texts["val"]) == 2
+    assert all("<br />" not in t for t in data.texts["train"])
+    assert "Great film 0. Loved it." in data.texts["train"] + data.texts["val"]
+
+
+# ----------------------------------------------------------------- bring your own
+
+
+def test_csv_with_given_splits_and_without_a_header(tmp_path):
+    for split in ("train", "test"):
+        (tmp_path / f"{split}.tsv").write_text('good\t"quoted" text\tpos\nbad\tthing\tneg\n' * 5)
+    cfg = CsvConfig(
+        files={"train": str(tmp_path / "train.tsv"), "test": str(tmp_path / "test.tsv")},
+        text_columns=[0, 1],
+        label_column=2,
+        delimiter="\t",
+        header=False,
+        quoting=False,
+    )
+    data = load_csv("mine", cfg, None, 0.2, 0)
+    assert data.texts["test"][0] == 'good "quoted" text'
+    assert data.classes == ["neg", "pos"]
+    assert len(data.texts["val"]) == 2 and len(data.texts["train"]) == 8
+
+
+def test_csv_one_file_with_split_ratios_through_the_task_config(tmp_path):
+    path = tmp_path / "all.csv"
+    path.write_text("id,body,tag\n" + "".join(f"{i},text {i},{'xy'[i % 2]}\n" for i in range(40)))
+    cfg = parse_task_config(
+        "mine",
+        {
+            "source": "csv",
+            "csv": {"files": {"all": str(path)}, "text_columns": ["body"], "label_column": "tag"},
+            "split": {"ratios": [0.5, 0.25, 0.25], "seed": 3},
+        },
+    )
+    data = load_task("mine", cfg)
+    assert {s: len(t) for s, t in data.texts.items()} == {"train": 20, "val": 10, "test": 10}
+    assert data.files["test"]["selector"].startswith("stratified")
+
+
+def test_csv_errors_name_the_setting(tmp_path):
+    path = tmp_path / "a.csv"
+    path.write_text("text,label\nhello,a\n")
+    cfg = CsvConfig(files={"all": str(path)}, label_column="class")
+    with pytest.raises(DataError, match="label_column='class' is not a column"):
+        load_csv("mine", cfg, SplitConfig(), 0.1, 0)
+    cfg = CsvConfig(files={"train": str(tmp_path / "missing.csv")})
+    with pytest.raises(DataError, match="task.mine.files.train=.*does not exist"):
+        load_csv("mine", cfg, None, 0.1, 0)
+
+
+def test_task_config_errors_name_the_key():
+    with pytest.raises(DataError, match=r"task.sst2: unknown key\(s\) \['colour'\]"):
+        parse_task_config("sst2", {"source": "sst2", "colour": "red"})
+    with pytest.raises(DataError, match="task.x.source='nope' is unknown"):
+        parse_task_config("x", {"source": "nope"})
+    with pytest.raises(DataError, match=r"task.x.probe: unknown key\(s\) \['c'\]"):
+        parse_task_config("x", {"source": "polarity", "probe": {"c": [1]}})
+    with pytest.raises(DataError, match="cv_folds"):
+        load_task("p", parse_task_config("p", {"source": "polarity"}))
+
+
+def test_every_task_config_composes_and_parses(tmp_path):
+    from dataclasses import asdict
+
+    from conftest import CONF, compose_train
+
+    from lineage.tasks.base import FinetuneConfig, ProbeConfig
+
+    names = sorted(p.stem for p in (CONF / "task").glob("*.yaml"))
+    assert {"polarity", "sst2", "sms_spam", "ag_news", "imdb", "csv"} <= set(names)
+    cfg = compose_train([f"task=[{','.join(names)}]", "task.sst2.probe.C=[1]"], tmp_path)
+    parsed = {name: parse_task_config(name, cfg.task[name]) for name in names}
+    assert parsed["sst2"].probe.C == [1]
+    # conf/task/common/defaults.yaml states the same defaults as the dataclasses
+    assert asdict(parsed["ag_news"].probe) == asdict(ProbeConfig())
+    assert asdict(parsed["ag_news"].finetune) == asdict(FinetuneConfig())

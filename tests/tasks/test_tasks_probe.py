@@ -1,0 +1,89 @@
+"""The one probe and the metrics: a separable task is solved, shuffled labels stay at chance,
+C is chosen on dev, and the metrics agree with hand-computed values."""
+
+from __future__ import annotations
+
+import csv
+
+import numpy as np
+import pytest
+
+from lineage.tasks.base import ProbeConfig, classification_metrics, mean_std, write_confusion
+from lineage.tasks.features import TextEncoder, TfidfFeatures
+from lineage.tasks.probe import fit_probe
+
+
+def _blobs(n: int, rng: np.random.Generator, dim: int = 20):
+    y = rng.integers(0, 2, n)
+    X = rng.normal(size=(n, dim)).astype(np.float32)
+    X[:, 0] += np.where(y == 1, 4.0, -4.0)  # margin of 8 sd along one axis
+    return X, y
+
+
+def test_probe_solves_a_separable_task():
+    rng = np.random.default_rng(0)
+    (Xtr, ytr), (Xva, yva), (Xte, yte) = (_blobs(n, rng) for n in (300, 100, 300))
+    result = fit_probe(Xtr, ytr, Xva, yva, Xte, yte, n_classes=2)
+    assert result.test["accuracy"] == 1.0
+    assert result.test["mcc"] == 1.0 and result.test["roc_auc"] == 1.0
+    assert result.confusion.tolist() == [[int((yte == 0).sum()), 0], [0, int((yte == 1).sum())]]
+    assert set(result.dev_accuracy) == {0.01, 0.1, 1.0, 10.0, 100.0}
+
+
+def test_probe_on_shuffled_labels_stays_near_chance():
+    rng = np.random.default_rng(1)
+    (Xtr, ytr), (Xva, yva), (Xte, yte) = (_blobs(n, rng) for n in (1000, 300, 2000))
+    result = fit_probe(
+        Xtr, rng.permutation(ytr), Xva, rng.permutation(yva), Xte, rng.permutation(yte), n_classes=2
+    )
+    assert abs(result.test["accuracy"] - 0.5) < 0.05  # sd of chance accuracy on 2,000: 0.011
+    assert abs(result.test["mcc"]) < 0.1
+
+
+def test_probe_chooses_c_on_dev_and_ties_go_to_stronger_regularisation():
+    rng = np.random.default_rng(2)
+    (Xtr, ytr), (Xva, yva), (Xte, yte) = (_blobs(n, rng) for n in (200, 100, 100))
+    result = fit_probe(Xtr, ytr, Xva, yva, Xte, yte, n_classes=2, Cs=[100.0, 1.0, 10.0])
+    assert result.dev_accuracy == {1.0: 1.0, 10.0: 1.0, 100.0: 1.0}
+    assert result.C == 1.0
+
+
+def test_probe_multiclass_on_tfidf_text():
+    words = {0: "goal match team", 1: "stock market shares", 2: "chip software web"}
+    rng = np.random.default_rng(3)
+
+    def texts(n):
+        y = rng.integers(0, 3, n)
+        return [f"{words[k]} filler {rng.integers(100)}" for k in y], y
+
+    (ttr, ytr), (tva, yva), (tte, yte) = texts(60), texts(30), texts(30)
+    feats = TfidfFeatures(TextEncoder(), ProbeConfig()).fit(ttr)
+    result = fit_probe(
+        feats.transform(ttr), ytr, feats.transform(tva), yva, feats.transform(tte), yte, n_classes=3
+    )
+    assert result.test["accuracy"] == 1.0
+    assert "roc_auc" not in result.test  # binary only
+    assert feats.describe()["dim"] > 9  # unigrams and bigrams
+
+
+def test_metrics_by_hand():
+    y = np.array([0, 0, 0, 1, 1, 1, 1, 1])
+    p = np.array([0, 0, 1, 1, 1, 1, 1, 0])
+    m = classification_metrics(y, p, 2, scores=np.array([0.1, 0.2, 0.6, 0.7, 0.8, 0.9, 0.95, 0.3]))
+    assert m["accuracy"] == pytest.approx(6 / 8)
+    # class 0: P 2/3, R 2/3, F1 2/3; class 1: P 4/5, R 4/5, F1 4/5
+    assert m["f1_macro"] == pytest.approx((2 / 3 + 4 / 5) / 2)
+    tp, tn, fp, fn = 4, 2, 1, 1
+    mcc = (tp * tn - fp * fn) / np.sqrt((tp + fp) * (tp + fn) * (tn + fp) * (tn + fn))
+    assert m["mcc"] == pytest.approx(mcc)
+    assert m["roc_auc"] == pytest.approx(14 / 15)  # one (pos, neg) pair out of 15 misordered
+    assert "roc_auc" not in classification_metrics(y, p, 2)  # no scores
+
+
+def test_fold_aggregation_and_confusion_csv(tmp_path):
+    agg = mean_std([{"accuracy": 0.5}, {"accuracy": 0.7}])
+    assert agg["accuracy"] == pytest.approx(0.6)
+    assert agg["accuracy_std"] == pytest.approx(np.std([0.5, 0.7], ddof=1))
+    path = write_confusion(tmp_path / "c" / "t.csv", np.array([[3, 1], [0, 4]]), ["ham", "spam"])
+    rows = list(csv.reader(path.open()))
+    assert rows == [["true\\predicted", "ham", "spam"], ["ham", "3", "1"], ["spam", "0", "4"]]

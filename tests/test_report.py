@@ -1,0 +1,401 @@
+"""lineage-report on a real MLflow store in a temporary directory, filled with synthetic runs.
+
+The synthetic study has what a real one has: seeds to aggregate, a family with no perplexity
+(word2vec), a family that cannot answer a task (uniform), a task only one seed reports, a
+fine-tuning child run, a superseded run, a FAILED run and a previous report run (both ignored).
+Its Markdown and LaTeX tables are compared with committed snapshots; after a deliberate change,
+``LINEAGE_UPDATE_SNAPSHOTS=1 pytest tests/test_report.py`` rewrites them.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import shutil
+import struct
+import sys
+import zlib
+from pathlib import Path
+
+import pytest
+from conftest import CONF
+from mlflow.entities import Metric, Param
+from omegaconf import OmegaConf
+
+from lineage.report import collect
+from lineage.report.plots import FIGURES
+from lineage.report.summary import dashboard_url, planned_runs, report
+from lineage.report.table import Column, build_table, format_count, format_value
+from lineage.tracking import Run, ensure_experiment, open_client
+
+SNAPSHOTS = Path(__file__).resolve().parent / "fixtures" / "report"
+STUDY = "synthetic"
+T0 = 1_767_225_600_000  # 2026-01-01 00:00 UTC, in ms
+SHA = "0123456789abcdef0123456789abcdef01234567"
+DIGESTS = {"train": "a" * 36, "val": "b" * 36, "test": "c" * 36}
+
+V, T, SST, SMS = "val/ppl", "test/ppl", "sst2/test/accuracy", "sms_spam/test/accuracy"
+P, S, N = "cost/params", "cost/train_seconds", "test/tokens"
+# (model, family, year, seed, config hash, metrics, val/ppl per epoch); times follow list order
+RUNS = [
+    ("uniform", "rule", 1948, 0, "u0", {V: 1000.0, T: 1000.0, N: 82430, P: 0}, []),
+    ("uniform", "rule", 1948, 1, "u1", {V: 1000.0, T: 1000.0, N: 82430, P: 0}, []),
+    # superseded: the same model and seed as the next run, under an older config
+    ("ngram", "ngram", 1995, 0, "n0-old", {V: 999.0, T: 999.0}, []),
+    ("ngram", "ngram", 1995, 0, "n0", {V: 150.0, T: 141.0, N: 82430, SST: 0.80, P: 173143, S: 1.5},
+     []),
+    ("ngram", "ngram", 1995, 1, "n1", {V: 151.0, T: 142.0, SST: 0.81, P: 173143, S: 1.7}, []),
+    ("ngram", "ngram", 1995, 2, "n2", {V: 152.0, T: 143.5, SST: 0.82, P: 173143, S: 1.6}, []),
+    ("lstm_small", "lstm", 1997, 0, "l0", {T: 120.0, SST: 0.85, SMS: 0.97, P: 4.65e6, S: 2700.0},
+     [300.0, 200.0, 140.0]),
+    ("lstm_small", "lstm", 1997, 1, "l1", {T: 124.0, SST: 0.87, P: 4.65e6, S: 2760.0},
+     [310.0, 205.0, 144.0]),
+    ("word2vec", "word2vec", 2013, 0, "w0", {SST: 0.78, P: 1e6, S: 30.0}, []),
+]  # fmt: skip
+
+
+def _log_run(client, experiment_id, i, tags, metrics, history=(), status="FINISHED", name=None):
+    start = T0 + i * 60_000
+    run = client.create_run(experiment_id, start_time=start, tags=tags, run_name=name)
+    run_id = run.info.run_id
+    items = [Metric(k, float(v), start, 0) for k, v in metrics.items()]
+    items += [Metric("val/ppl", v, start + step, step) for step, v in enumerate(history)]
+    params = [Param("model.name", tags.get("model", "")), Param("seed", tags.get("seed", ""))]
+    client.log_batch(run_id, metrics=items, params=params)
+    client.set_terminated(run_id, status, end_time=start + 30_000)
+    return run_id
+
+
+def make_store(root: Path, study: str = STUDY) -> tuple[str, dict[str, str]]:
+    """A real SQLite store under ``root/mlruns`` holding the synthetic study; returns its URI and
+    the run ids by config hash."""
+    uri = f"sqlite:///{root}/mlruns/mlflow.db"
+    client = open_client(uri)
+    experiment_id = ensure_experiment(client, study, str(root / "mlruns" / "artifacts"))
+    ids = {}
+    for i, (model, family, year, seed, chash, metrics, history) in enumerate(RUNS):
+        tags = {
+            "model": model,
+            "family": family,
+            "year": str(year),
+            "seed": str(seed),
+            "corpus": "ptb",
+            "config_hash": chash,
+            "git_sha": SHA,
+            "git_dirty": "false",
+            "lineage_version": "0.1.0",
+            "study": study,
+        }
+        if "sst2/test/accuracy" in metrics:
+            tags["adaptation"] = "probe"
+        ids[chash] = _log_run(client, experiment_id, i, tags, metrics, history, name=model)
+        Run(client, ids[chash], experiment_id, uri).log_datasets(
+            "ptb", {s: {"uri": f"/data/ptb.{s}.txt", "digest": d} for s, d in DIGESTS.items()}
+        )
+    n = len(RUNS)
+    # fine-tuning of lstm_small seed 0, logged as a child run (identity tags from the parent)
+    child_tags = {"mlflow.parentRunId": ids["l0"], "adaptation": "finetune"}
+    ids["l0/finetune"] = _log_run(
+        client, experiment_id, n, child_tags, {"sst2/test/accuracy": 0.88}, name="finetune"
+    )
+    failed = {"model": "ngram", "seed": "3", "config_hash": "n3", "year": "1995", "family": "ngram"}
+    _log_run(client, experiment_id, n + 1, failed, {"test/ppl": 1.0}, status="FAILED")
+    _log_run(client, experiment_id, n + 2, {"kind": "report"}, {}, name="report")
+    return uri, ids
+
+
+def report_cfg(root: Path, *overrides: str):
+    from hydra import compose, initialize_config_dir
+
+    import lineage.config  # noqa: F401
+
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        return compose("report", overrides=[f"paths.root_dir={root}", *overrides])
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    """The synthetic store and its report, made once for the module's read-only tests."""
+    root = tmp_path_factory.mktemp("study")
+    uri, ids = make_store(root)
+    result = report(report_cfg(root, f"study={STUDY}"))
+    return root, uri, ids, result
+
+
+def copy_of(built, dest: Path) -> Path:
+    """A private copy of the built store and outputs (for tests that change them)."""
+    root = built[0]
+    shutil.copytree(root / "mlruns", dest / "mlruns")
+    shutil.copytree(root / "experiments", dest / "experiments")
+    return dest
+
+
+def _row(table, model, adaptation=""):
+    frame = table.frame
+    hit = frame[(frame["model"] == model) & (frame["adaptation"].str.contains(adaptation))]
+    assert len(hit) >= 1, (model, adaptation)
+    return hit.iloc[0]
+
+
+# ----- the table ----------------------------------------------------------------------------
+
+
+def test_table_matches_the_committed_snapshots(built):
+    root, _, _, result = built
+    tables = root / "experiments" / STUDY / "tables"
+    for name in ("table.md", "table.tex"):
+        produced = (tables / name).read_text(encoding="utf-8")
+        snapshot = SNAPSHOTS / name
+        if os.environ.get("LINEAGE_UPDATE_SNAPSHOTS") == "1":
+            snapshot.write_text(produced, encoding="utf-8")
+        assert produced == snapshot.read_text(encoding="utf-8"), f"{name} differs from snapshot"
+    # rows in lineage order; the fine-tuning child run is its own row after its job's row
+    assert list(result["table"].frame["model"]) == [
+        "uniform",
+        "ngram",
+        "lstm_small",
+        "lstm_small",
+        "word2vec",
+    ]
+    assert result["provenance"]["runs_in_table"] == 9  # 2 + 3 + 2 + 1 child + 1
+    assert result["provenance"]["runs_in_csv"] == 10
+    assert result["provenance"]["superseded"] == 1
+    assert result["provenance"]["git_shas"] == {SHA: 9}
+
+
+def test_mean_and_sd_match_hand_arithmetic(built):
+    root, _, _, result = built
+    table = result["table"]
+    ngram = _row(table, "ngram")
+    # test ppl 141, 142, 143.5: mean 426.5 / 3; squared deviations sum to 19/6, over n - 1 = 2
+    assert ngram["n"] == 3 and ngram["test_ppl.n"] == 3
+    assert ngram["test_ppl.mean"] == pytest.approx(426.5 / 3, abs=1e-12)
+    assert ngram["test_ppl.sd"] == pytest.approx(math.sqrt(19 / 12), abs=1e-12)
+    assert ngram["val_ppl.mean"] == pytest.approx(151.0) and ngram["val_ppl.sd"] == pytest.approx(
+        1.0
+    )
+    lstm = _row(table, "lstm_small", "probe")
+    assert lstm["test_ppl.sd"] == pytest.approx(math.sqrt(8.0))  # 120, 124
+    text = (root / "experiments" / STUDY / "tables" / "table.md").read_text()
+    assert "142.17 ± 1.26" in text  # ngram test ppl
+    assert "**122.00 ± 2.83**" in text  # lstm_small test ppl, the best
+    assert "81.0 ± 1.0" in text  # ngram SST-2 accuracy, in percent
+    assert "45.5 ± 0.7 min" in text  # lstm_small train time: 2730 s ± 42.4 s
+    assert "1,000.00 ± 0.00" in text  # uniform: two seeds, identical
+    assert "999" not in text  # the superseded run (test ppl 999) is in no number
+
+
+def _markdown_rows(path: Path) -> tuple[dict[str, int], dict[str, list[str]]]:
+    """Header index and cells by model name (the last row of a model wins) of a table.md."""
+    lines = [line for line in path.read_text().splitlines() if line.startswith("| ")]
+    cells = [[c.strip() for c in line.strip().strip("|").split(" | ")] for line in lines]
+    header = {h: i for i, h in enumerate(cells[0])}
+    return header, {row[0].strip("`"): row for row in cells[2:]}
+
+
+def test_dash_cells_and_partial_counts(built):
+    root = built[0]
+    path = root / "experiments" / STUDY / "tables" / "table.md"
+    col, row = _markdown_rows(path)
+    assert row["word2vec"][col["Test ppl"]] == "—"  # not a left-to-right LM
+    assert row["word2vec"][col["Valid ppl"]] == "—"
+    assert row["uniform"][col["SST-2 acc. (%)"]] == "—"  # cannot answer the task
+    assert row["uniform"][col["Train time"]] == "—"  # nothing to train
+    text = path.read_text()
+    # one of lstm_small's two seeds reports SMS spam, and a lone value is not marked best
+    assert "97.0 (n=1)" in text and "**97.0" not in text
+    assert "**88.0**" in text  # the fine-tuned row is the best on SST-2
+
+
+def test_formats():
+    count = Column("p", "cost/params", "P", format="count", spread=False)
+    assert [format_count(v) for v in (0, 82, 29204, 173143, 4_650_000, 66e6, 1.2e9)] == [
+        "0",
+        "82",
+        "29.2k",
+        "173k",
+        "4.65M",
+        "66.0M",
+        "1.20B",
+    ]
+    assert format_value(173143.0, 0.0, count) == "173k"  # spread: false shows the mean only
+    pct = Column("a", "x/test/accuracy", "A", better="higher", format="percent", decimals=1)
+    assert format_value(0.8386, float("nan"), pct) == "83.9"
+    dur = Column("t", "cost/train_seconds", "T", format="duration")
+    assert format_value(5400.0, 360.0, dur) == "1.50 ± 0.10 h"
+    assert format_value(float("nan"), float("nan"), dur) == ""
+
+
+def test_task_columns_are_discovered_from_metric_names():
+    rows = [
+        {"run_id": "a", "start_time": "1", "tags.model": "m", "tags.seed": "0", "tags.year": "1",
+         "tags.config_hash": "h", "metrics.zz_task/test/accuracy": "0.5",
+         "metrics.sst2/test/accuracy": "0.6", "metrics.sst2/test/accuracy_std": "0.1"},
+    ]  # fmt: skip
+    specs = OmegaConf.to_container(OmegaConf.load(CONF / "report.yaml").table.columns)
+    table = build_table(rows, specs, {"sst2": "SST-2"})
+    headers = [c.header for c in table.columns]
+    assert headers == [
+        "Valid ppl",
+        "Test ppl",
+        "Test tokens",
+        "SST-2 acc. (%)",
+        "zz_task acc. (%)",
+        "Params",
+        "Train time",
+    ]
+
+
+# ----- files, regeneration, runs.csv --------------------------------------------------------
+
+
+def _png_size(path: Path) -> tuple[int, int]:
+    data = path.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n", f"{path.name} is not a PNG"
+    length, kind = struct.unpack(">I4s", data[8:16])
+    assert kind == b"IHDR" and length == 13
+    width, height = struct.unpack(">II", data[16:24])
+    crc = struct.unpack(">I", data[29:33])[0]
+    assert zlib.crc32(data[12:29]) == crc, f"{path.name}: bad IHDR checksum"
+    return width, height
+
+
+def test_plots_are_written_as_valid_pngs(built):
+    import matplotlib.image as mpimg
+
+    root = built[0]
+    tables = root / "experiments" / STUDY / "tables"
+    for name in FIGURES:
+        width, height = _png_size(tables / name)
+        assert width > 300 and height > 200
+        pixels = mpimg.imread(tables / name)  # decodes every chunk
+        assert pixels.shape[:2] == (height, width)
+        assert pixels.std() > 0.01, f"{name} is blank"
+
+
+def test_regenerating_from_an_unchanged_store_gives_identical_files(built):
+    root, uri, _, first = built
+    out = root / "experiments" / STUDY
+    files = sorted(p for p in out.rglob("*") if p.is_file())
+    before = {p: p.read_bytes() for p in files}
+    second = report(report_cfg(root, f"study={STUDY}"))
+    assert sorted(p for p in out.rglob("*") if p.is_file()) == files
+    for path, data in before.items():
+        assert path.read_bytes() == data, f"{path.name} changed"
+    # the files were logged once, to a `report` run that is not a row of the table
+    assert first["report_run_id"] == second["report_run_id"] is not None
+    client = open_client(uri)
+    run = client.get_run(first["report_run_id"])
+    assert run.data.tags["kind"] == "report" and run.info.run_name == "report"
+    logged = {a.path for a in client.list_artifacts(run.info.run_id, "tables")}
+    assert {f"tables/{n}" for n in ("table.md", "table.tex", "table.csv", *FIGURES)} <= logged
+    assert {a.path for a in client.list_artifacts(run.info.run_id)} >= {"runs.csv", "tables"}
+    assert first["provenance"]["generated"] == "2026-01-01 00:09 UTC"  # latest run end
+
+
+def test_runs_csv_alone_regenerates_the_table_and_merges_new_runs(built, tmp_path):
+    root, _, ids, _ = built
+    out = root / "experiments" / STUDY
+    rows = collect.read_runs_csv(out / "runs.csv")
+    assert {r["run_id"] for r in rows} == set(ids.values())  # every FINISHED lineage run
+    assert len(rows) == 10
+    lstm = next(r for r in rows if r.get("tags.config_hash") == "l0" and "parent_run_id" not in r)
+    assert lstm["history.val/ppl"] == "300.0 200.0 140.0"
+    assert lstm["data.ptb-test"] == DIGESTS["test"]
+    child = next(r for r in rows if r.get("parent_run_id"))
+    assert child["tags.model"] == "lstm_small" and child["tags.seed"] == "0"  # from its parent
+
+    # somewhere else, with no store: the committed runs.csv alone gives the same table
+    elsewhere = tmp_path / "clone"
+    (elsewhere / "experiments" / STUDY).mkdir(parents=True)
+    (elsewhere / "experiments" / STUDY / "runs.csv").write_bytes((out / "runs.csv").read_bytes())
+    report(report_cfg(elsewhere, f"study={STUDY}", "source=csv"))
+    for name in ("table.md", "table.tex", "table.csv"):
+        produced = (elsewhere / "experiments" / STUDY / "tables" / name).read_bytes()
+        assert produced == (out / "tables" / name).read_bytes(), name
+    assert not (elsewhere / "mlruns").exists()  # reading never creates a store
+
+    # a new session: one run more in the store, one run gone from it; runs.csv keeps both
+    root = copy_of(built, tmp_path / "copy")
+    out = root / "experiments" / STUDY
+    uri = f"sqlite:///{root}/mlruns/mlflow.db"
+    client = open_client(uri)
+    experiment_id = client.get_experiment_by_name(STUDY).experiment_id
+    tags = {"model": "word2vec", "family": "word2vec", "year": "2013", "seed": "1",
+            "corpus": "ptb", "config_hash": "w1", "git_sha": SHA}  # fmt: skip
+    _log_run(client, experiment_id, 50, tags, {"sst2/test/accuracy": 0.76})
+    client.delete_run(ids["u1"])
+    result = report(report_cfg(root, f"study={STUDY}", "log_to_mlflow=false"))
+    hashes = [r["tags.config_hash"] for r in collect.read_runs_csv(out / "runs.csv")]
+    assert "w1" in hashes and "u1" in hashes and len(hashes) == 11
+    assert _row(result["table"], "word2vec")["n"] == 2
+
+
+def test_merge_keeps_the_latest_run_per_config_hash():
+    old = [{"run_id": "a", "start_time": "2026-01-01", "tags.config_hash": "h", "x": "old"}]
+    new = [
+        {"run_id": "b", "start_time": "2026-02-01", "tags.config_hash": "h", "x": "new"},
+        {"run_id": "c", "start_time": "2026-02-01", "tags.config_hash": "k"},
+    ]
+    assert sorted(r["run_id"] for r in collect.merge_runs(old, new)) == ["b", "c"]
+    assert sorted(r["run_id"] for r in collect.merge_runs(new, old)) == ["b", "c"]
+
+
+def test_planned_runs_follow_the_sweep_and_only_seeds():
+    params = {"model": "a,b,c", "seed": "0,1,2", "corpus": "ptb"}
+    plan = planned_runs(params, {"c": [0]})
+    assert plan == [(m, s) for m in "ab" for s in "012"] + [("c", "0")]
+    assert planned_runs({"model": "a", "seed": "range(0,2)"}, None) == [("a", "0"), ("a", "1")]
+
+
+# ----- the command line ---------------------------------------------------------------------
+
+
+def test_lineage_report_reads_a_study_file_without_running_its_sweep(
+    built, tmp_path, monkeypatch, capsys
+):
+    """`lineage-report experiment=lineage_lee` (the console entry point, in-process) on a store
+    holding part of that study: one table and the planned runs still missing, no sweep launched
+    although the study file sets hydra.mode=MULTIRUN; and the dashboard URL."""
+    from lineage.report.summary import main
+
+    root = copy_of(built, tmp_path)
+    client = open_client(f"sqlite:///{root}/mlruns/mlflow.db")
+    client.rename_experiment(client.get_experiment_by_name(STUDY).experiment_id, "lineage-lee")
+    monkeypatch.chdir(root)
+    argv = ["lineage-report", "experiment=lineage_lee", f"paths.root_dir={root}"]
+    monkeypatch.setattr(sys, "argv", argv)
+    main()
+    out = capsys.readouterr().out
+    assert "Launching" not in out  # no multirun
+    assert "Study 'lineage-lee': 9 finished run(s)" in out
+    assert "lstm_small" in out and "122.00 ± 2.83*" in out  # the plain-text table
+    assert "Not finished yet:" in out and "ngram_kn3 s0" in out  # planned by the study file
+    assert "Written: experiments/lineage_lee/runs.csv" in out
+    assert (root / "experiments" / "lineage_lee" / "tables" / "table.md").is_file()
+    experiment_id = client.get_experiment_by_name("lineage-lee").experiment_id
+    monkeypatch.setattr(sys, "argv", [*argv, "action=url", "ui.port=5999"])
+    main()
+    url = capsys.readouterr().out.strip()
+    assert url == f"http://127.0.0.1:5999/#/experiments/{experiment_id}/runs"
+    cfg = report_cfg(root, "ui.port=5999")
+    assert (
+        dashboard_url(cfg.tracking, "no-such-study", "127.0.0.1", 5999) == "http://127.0.0.1:5999"
+    )
+
+
+def test_every_study_file_composes_in_both_apps():
+    from hydra import compose, initialize_config_dir
+
+    import lineage.config  # noqa: F401
+
+    models = {p.stem for p in (CONF / "model").glob("*.yaml")}
+    for path in sorted((CONF / "experiment").glob("*.yaml")):
+        with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+            train = compose("train", [f"experiment={path.stem}"], return_hydra_config=True)
+            rep = compose("report", [f"experiment={path.stem}"], return_hydra_config=True)
+        assert str(train.hydra.mode) == "RunMode.MULTIRUN", path.name
+        assert rep.study == train.study, path.name
+        named = set(str(train.hydra.sweeper.params.model).split(","))
+        assert named <= models, f"{path.name} names unknown models {named - models}"
+        assert "prepare_store" in train.hydra.callbacks, path.name

@@ -1,0 +1,91 @@
+"""``ckpt_path=`` resumes an interrupted recurrent run where it stopped: epoch count, global step,
+learning-rate schedule, weights and optimizer, so the resumed run ends with the same metrics as
+one that was never interrupted."""
+
+from __future__ import annotations
+
+import lightning as L
+import pytest
+import torch
+from conftest import compose_train, tiny_corpus_overrides
+
+from lineage.train import run
+
+OVERRIDES = [
+    *tiny_corpus_overrides(),
+    "tracking=none",
+    "model=lstm_small",
+    "model.net.hidden_size=16",
+    "model.batching.batch_size=4",
+    "model.batching.seq_len=10",
+    "model.batching.eval_seq_len=50",
+    "model.max_epochs=6",  # the schedule halves the lr after epochs 4 and 5 (0-based 3 and 4)
+    "trainer.deterministic=true",
+    "trainer.enable_progress_bar=false",
+    "samples.count=0",
+    "model.optimizer.lr=0.3",  # stable on the tiny corpus (the test needs no divergence)
+    "seed=5",
+]
+
+
+class _Record(L.Callback):
+    """What each epoch started from: (epoch, global step, learning rate)."""
+
+    def __init__(self):
+        self.epochs: list[tuple[int, int, float]] = []
+        self.val_ppl: list[float] = []
+
+    def on_train_epoch_start(self, trainer, pl_module):
+        lr = trainer.optimizers[0].param_groups[0]["lr"]
+        self.epochs.append((trainer.current_epoch, trainer.global_step, lr))
+
+    def on_validation_end(self, trainer, pl_module):  # after the module's epoch-end hook
+        if not trainer.sanity_checking and trainer.state.fn == "fit":
+            self.val_ppl.append(float(trainer.callback_metrics["val/ppl"]))
+
+
+class _Crash(L.Callback):
+    """Kills the fit at the start of ``epoch`` (as a crash or a lost machine would)."""
+
+    def __init__(self, epoch: int):
+        self.epoch = epoch
+
+    def on_train_epoch_start(self, trainer, pl_module):
+        if trainer.current_epoch == self.epoch:
+            raise RuntimeError("simulated crash")
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny nets; a shared machine's busy cores stall a thread pool
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_resume_continues_the_epoch_count_and_the_lr_schedule(tmp_path):
+    whole = _Record()
+    expected = run(compose_train(OVERRIDES, tmp_path / "whole"), callbacks=[whole])
+    steps_per_epoch = whole.epochs[1][1]
+    assert [lr for _, _, lr in whole.epochs] == pytest.approx([0.3, 0.3, 0.3, 0.3, 0.15, 0.075])
+
+    first = _Record()
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        run(compose_train(OVERRIDES, tmp_path / "first"), callbacks=[first, _Crash(epoch=4)])
+    last = tmp_path / "first" / "run" / "checkpoints" / "last.ckpt"
+    assert last.is_file(), "the module's ModelCheckpoint keeps last.ckpt for resuming"
+    assert torch.load(last, weights_only=True)["epoch"] == 3
+
+    resumed = _Record()
+    results = run(
+        compose_train([*OVERRIDES, f"ckpt_path={last}"], tmp_path / "resumed"),
+        callbacks=[resumed],
+    )
+    # starts at epoch 4 from the saved step, with the decayed learning rate, then decays again
+    assert resumed.epochs == [
+        (4, 4 * steps_per_epoch, pytest.approx(0.15)),
+        (5, 5 * steps_per_epoch, pytest.approx(0.075)),
+    ]
+    assert first.val_ppl + resumed.val_ppl == pytest.approx(whole.val_ppl, rel=1e-9)
+    for key in ("val/ppl", "test/ppl", "test/tokens"):
+        assert results[key] == pytest.approx(expected[key], rel=1e-9), key

@@ -1,0 +1,252 @@
+"""Studies as sweeps: parallel jobs on one SQLite store, skip-if-done and resume, the study plan,
+reproducibility, and the cluster launcher configs. Real Hydra multiruns in subprocesses, real
+MLflow stores in temporary directories."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import lightning as L
+import pytest
+from conftest import CONF, ROOT, compose_train, tiny_corpus_overrides
+from mlflow.tracking import MlflowClient
+
+from lineage.tracking import EXPERIMENT_KIND_TAG, PrepareStore, config_hash, open_client
+from lineage.train import run
+
+STUDIES = Path(__file__).resolve().parent / "fixtures" / "report"  # experiment/tiny_study.yaml
+COMPLETE = ("val/ppl", "test/ppl", "val/tokens", "test/tokens", "cost/params", "cost/peak_rss_mb")
+# Tiny models on a shared machine: intra-op threads fighting other processes make a 16-unit LSTM
+# step ~30x slower; one thread keeps these tests fast (and changes no result).
+ONE_THREAD = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _train(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "LINEAGE_CACHE_DIR": str(tmp_path / "cache"), "LINEAGE_OFFLINE": "1"}
+    env.update(ONE_THREAD)
+    cmd = [
+        sys.executable,
+        "-m",
+        "lineage.train",
+        "--config-dir",
+        str(STUDIES),
+        "experiment=tiny_study",
+        f"paths.root_dir={tmp_path}",
+        *tiny_corpus_overrides(),
+        *args,
+    ]
+    return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+
+
+def _study_runs(tmp_path: Path):
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path}/mlruns/mlflow.db")
+    experiment = client.get_experiment_by_name("tiny-study")
+    assert experiment is not None
+    return experiment, client.search_runs([experiment.experiment_id])
+
+
+def test_parallel_sweep_on_one_sqlite_store(tmp_path):
+    """A study of 4 jobs, 2 at a time (joblib), into one new SQLite store: 4 distinct FINISHED
+    runs with complete metrics, an intact database, the experiment made before the jobs."""
+    done = _train(tmp_path, "hydra/launcher=joblib", "hydra.launcher.n_jobs=2")
+    log = done.stdout + done.stderr
+    assert done.returncode == 0, log[-3000:]
+    assert "Joblib.Parallel(n_jobs=2" in log  # really two processes
+    assert "Store sqlite:///" in log  # the experiment was created before the jobs started
+    experiment, runs = _study_runs(tmp_path)
+    assert experiment.tags[EXPERIMENT_KIND_TAG[0]] == EXPERIMENT_KIND_TAG[1]
+    assert len(runs) == 4 and len({r.info.run_id for r in runs}) == 4
+    assert {r.info.status for r in runs} == {"FINISHED"}
+    assert sorted(r.info.run_name for r in runs) == [
+        "rule-text_files-s0",
+        "rule-text_files-s1",
+        "uniform-text_files-s0",
+        "uniform-text_files-s1",
+    ]
+    assert sorted(r.data.tags["sweep_job"] for r in runs) == ["0", "1", "2", "3"]
+    assert len({r.data.tags["sweep_id"] for r in runs}) == 1
+    for r in runs:
+        missing = [m for m in COMPLETE if m not in r.data.metrics]
+        assert not missing, (r.info.run_name, missing)
+        assert r.data.tags["study_kind"] == "test" and r.data.tags["config_hash"]
+    with sqlite3.connect(tmp_path / "mlruns" / "mlflow.db") as db:
+        assert db.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+
+
+def test_a_study_plan_cuts_seeds_unless_forced(tiny_cfg, caplog):
+    """tracking.only_seeds: {model: [seeds]} — other seeds of that model are skipped before any
+    work (and run with force=true); other models are not affected."""
+    caplog.set_level(logging.INFO, logger="lineage")
+    plan = "+tracking.only_seeds={uniform:[0]}"
+    assert run(tiny_cfg("model=uniform", "seed=1", plan)) == {}
+    assert (
+        "uniform-text_files-s1: skipped, the study runs uniform with seeds [0] only" in caplog.text
+    )
+    assert run(tiny_cfg("model=uniform", "seed=0", plan))["test/ppl"] > 0
+    assert run(tiny_cfg("model=rule", "seed=1", plan))["test/ppl"] > 0
+    assert run(tiny_cfg("model=uniform", "seed=1", plan, "force=true"))["test/ppl"] > 0
+
+
+def test_jobs_logging_the_same_dataset_at_once_do_not_collide(tmp_path):
+    """Every run of a study logs the same dataset rows; MLflow looks a row up and inserts it if
+    missing, so two jobs starting together race (a UNIQUE constraint error without the lock:
+    ~8 rounds in 10 here). Two threads with a barrier, three fresh experiments."""
+    import threading
+
+    from mlflow.data.meta_dataset import MetaDataset
+    from mlflow.data.sources import LocalArtifactDatasetSource
+    from mlflow.entities import DatasetInput
+
+    from lineage.tracking import ensure_experiment, log_inputs
+
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    client = open_client(uri)
+    dataset = MetaDataset(LocalArtifactDatasetSource("ptb.train.txt"), name="ptb-train", digest="d")
+    for round_ in range(3):
+        experiment_id = ensure_experiment(client, f"race-{round_}", str(tmp_path / "artifacts"))
+        run_ids = [client.create_run(experiment_id).info.run_id for _ in range(2)]
+        barrier, errors = threading.Barrier(2), []
+
+        def job(run_id: str, barrier=barrier, errors=errors) -> None:
+            barrier.wait()
+            try:
+                log_inputs(client, uri, run_id, [DatasetInput(dataset._to_mlflow_entity())])
+            except Exception as err:  # reported below
+                errors.append(err)
+
+        threads = [threading.Thread(target=job, args=(r,)) for r in run_ids]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert not errors, errors
+        for run_id in run_ids:
+            assert [d.dataset.name for d in client.get_run(run_id).inputs.dataset_inputs] == [
+                "ptb-train"
+            ]
+
+
+class _Interrupt(L.Callback):
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        raise KeyboardInterrupt
+
+
+def test_an_interrupted_job_is_rerun_and_a_finished_one_skipped(tiny_cfg):
+    overrides = ("model=ngram_kn3", "study=resume", "tracking.log_model=false")
+    cfg = tiny_cfg(*overrides, tracking="mlflow")
+    with pytest.raises((KeyboardInterrupt, SystemExit)):
+        run(cfg, callbacks=[_Interrupt()])
+    rerun = run(tiny_cfg(*overrides, tracking="mlflow"))
+    again = run(tiny_cfg(*overrides, tracking="mlflow"))
+    client = MlflowClient(tracking_uri=cfg.tracking.uri)
+    experiment = client.get_experiment_by_name("resume")
+    runs = client.search_runs([experiment.experiment_id], order_by=["attributes.start_time ASC"])
+    assert [r.info.status for r in runs] == ["FAILED", "FINISHED"]  # the third call ran nothing
+    assert again["test/ppl"] == rerun["test/ppl"]
+
+
+TINY_NEURAL = {
+    "lstm_small": [
+        "model.net.hidden_size=16",
+        "model.max_epochs=2",
+        "model.batching.batch_size=4",
+        "model.batching.seq_len=8",
+    ],
+    "transformer_tiny": ["model.max_epochs=2"],
+}
+
+
+@pytest.mark.parametrize(
+    "model,extra",
+    [("ngram", []), *((m, ["trainer.deterministic=true", *o]) for m, o in TINY_NEURAL.items())],
+)
+def test_the_same_command_and_seed_give_identical_metrics(tmp_path, model, extra):
+    """Count models always; neural ones with trainer.deterministic=true. Every run carries the
+    git sha, the config hash and the data digests (checked on the tracked count model)."""
+    tracked = model == "ngram"
+    overrides = [*tiny_corpus_overrides(), f"model={model}", "seed=3", "samples.count=0", *extra]
+    overrides += ["study=repro", "tracking=mlflow" if tracked else "tracking=none"]
+    overrides += ["tracking.log_model=false"]
+    first = run(compose_train(overrides, tmp_path))
+    cfg = compose_train([*overrides, "force=true"], tmp_path)  # force: the hash is the same
+    second = run(cfg)
+    timing = ("cost/train_seconds", "cost/train_tokens_per_sec", "cost/eval_tokens_per_sec")
+    timing += ("cost/peak_rss_mb",)
+    keys = sorted(k for k in first if k not in timing)
+    assert "test/ppl" in keys and "val/ppl" in keys
+    assert {k: first[k] for k in keys} == {k: second[k] for k in keys}  # exactly
+    if not tracked:
+        return
+    client = MlflowClient(tracking_uri=cfg.tracking.uri)
+    experiment = client.get_experiment_by_name("repro")
+    runs = client.search_runs([experiment.experiment_id])
+    assert len(runs) == 2
+    assert len({r.data.tags["config_hash"] for r in runs}) == 1
+    for r in runs:
+        assert len(r.data.tags["git_sha"]) == 40 or r.data.tags["git_sha"] == "unknown"
+        digests = {d.dataset.name: d.dataset.digest for d in r.inputs.dataset_inputs}
+        assert set(digests) == {"text_files-train", "text_files-val", "text_files-test"}
+        assert all(len(d) >= 16 for d in digests.values())
+
+
+def test_config_hash_ignores_tags_and_locations_only(tmp_path):
+    base = compose_train([*tiny_corpus_overrides(), "model=rule"], tmp_path)
+    h = config_hash(base)
+    assert (
+        config_hash(compose_train([*tiny_corpus_overrides(), "model=rule", "+tags.x=1"], tmp_path))
+        == h
+    )
+    moved = compose_train([*tiny_corpus_overrides(), "model=rule"], tmp_path / "elsewhere")
+    assert config_hash(moved) == h
+    assert (
+        config_hash(compose_train([*tiny_corpus_overrides(), "model=rule", "seed=1"], tmp_path))
+        != h
+    )
+
+
+def test_prepare_store_creates_the_store_and_the_tagged_experiment(tmp_path):
+    cfg = compose_train([*tiny_corpus_overrides(), "study=prepared"], tmp_path)
+    assert not (tmp_path / "mlruns" / "mlflow.db").exists()
+    PrepareStore().on_multirun_start(config=cfg)
+    client = open_client(cfg.tracking.uri)
+    experiment = client.get_experiment_by_name("prepared")
+    assert experiment.tags[EXPERIMENT_KIND_TAG[0]] == EXPERIMENT_KIND_TAG[1]
+    # an experiment made elsewhere, without the tag, gets it
+    bare = client.create_experiment("made-by-hand")
+    cfg = compose_train([*tiny_corpus_overrides(), "study=made-by-hand"], tmp_path)
+    PrepareStore().on_multirun_start(config=cfg)
+    assert client.get_experiment(bare).tags[EXPERIMENT_KIND_TAG[0]] == EXPERIMENT_KIND_TAG[1]
+
+
+@pytest.mark.parametrize("launcher", ["submitit_slurm", "slurm", "joblib"])
+def test_cluster_and_parallel_launcher_configs_compose(launcher, tmp_path, monkeypatch):
+    from hydra.plugins.launcher import Launcher
+    from hydra.utils import get_class
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)  # MLflow sets it when it logs
+    overrides = ["experiment=lineage_ptb", f"hydra/launcher={launcher}", "tracking=server"]
+    cfg = compose_train(overrides, tmp_path)
+    target = get_class(cfg.hydra.launcher._target_)
+    assert issubclass(target, Launcher)
+    if launcher != "joblib":
+        assert target.__name__ == "SlurmLauncher"
+        assert cfg.hydra.launcher.submitit_folder.endswith("/.submitit/%j")
+    if launcher == "slurm":
+        assert cfg.hydra.launcher.timeout_min == 720 and cfg.hydra.launcher.array_parallelism == 16
+    assert cfg.tracking.uri.startswith("http")
+    assert (CONF / "hydra" / "launcher" / "slurm.yaml").is_file()
