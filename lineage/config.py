@@ -40,11 +40,23 @@ class TrainConfig:
     tracking: Any = None
 
 
+# The environment as the process started: ``mlflow.set_tracking_uri`` writes
+# MLFLOW_TRACKING_URI into os.environ, so a later job of the same multirun would otherwise read
+# the previous job's store instead of the user's setting.
+_START_ENV = dict(os.environ)
+
+
+def start_env(name: str, default: str | None = None) -> str | None:
+    """``${lineage.env:NAME,default}``: like ``oc.env``, but as the process started."""
+    return _START_ENV.get(name, default)
+
+
 def register() -> None:
     ConfigStore.instance().store(name="train_schema", node=TrainConfig)
     # The directory lineage was started from; unlike ${hydra:runtime.cwd} it also resolves
     # where Hydra builds the sweep directory, before any job starts.
     OmegaConf.register_new_resolver("lineage.cwd", os.getcwd, replace=True)
+    OmegaConf.register_new_resolver("lineage.env", start_env, replace=True)
 
 
 register()

@@ -16,6 +16,7 @@ Conventions (design.md §3):
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 from dataclasses import dataclass, field
 from typing import Literal, Protocol, runtime_checkable
@@ -94,6 +95,15 @@ class TokenBatch:
     @property
     def n_targets(self) -> int:
         return int(self.target_mask.sum())
+
+    def to(self, device) -> TokenBatch:
+        """The batch on ``device``. Lightning moves any object with ``to`` through it, instead of
+        deep-copying the dataclass (``meta`` included) on every step."""
+        if self.tokens.device == torch.device(device):
+            return self
+        return dataclasses.replace(
+            self, tokens=self.tokens.to(device), target_mask=self.target_mask.to(device)
+        )
 
 
 @runtime_checkable

@@ -7,6 +7,15 @@ from pathlib import Path
 
 import pytest
 
+# Tiny models run fastest on one thread, and a 2-core machine running a test that starts
+# processes (DDP, joblib sweeps, `mlflow server`) would otherwise oversubscribe its cores.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("MKL_NUM_THREADS", "1")
+
+import torch  # noqa: E402  (after the thread settings, which it reads at import)
+
+torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
+
 ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "conf"
 TINY = Path(__file__).resolve().parent / "fixtures" / "tiny_corpus"

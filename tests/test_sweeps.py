@@ -16,6 +16,7 @@ import pytest
 from conftest import CONF, ROOT, compose_train, tiny_corpus_overrides
 from mlflow.tracking import MlflowClient
 
+import lineage.config
 from lineage.tracking import EXPERIMENT_KIND_TAG, PrepareStore, config_hash, open_client
 from lineage.train import run
 
@@ -233,12 +234,24 @@ def test_prepare_store_creates_the_store_and_the_tagged_experiment(tmp_path):
     assert client.get_experiment(bare).tags[EXPERIMENT_KIND_TAG[0]] == EXPERIMENT_KIND_TAG[1]
 
 
+def test_server_uri_is_the_users_not_one_mlflow_set_in_process(tmp_path, monkeypatch):
+    # mlflow.set_tracking_uri (an earlier job of the same process) writes MLFLOW_TRACKING_URI;
+    # tracking=server must still point where the user's environment said when lineage started.
+    monkeypatch.delitem(lineage.config._START_ENV, "MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/local.db")
+    cfg = compose_train([*tiny_corpus_overrides(), "tracking=server"], tmp_path)
+    assert cfg.tracking.uri == "http://127.0.0.1:5000"
+    monkeypatch.setitem(lineage.config._START_ENV, "MLFLOW_TRACKING_URI", "http://mlflow:5000")
+    cfg = compose_train([*tiny_corpus_overrides(), "tracking=server"], tmp_path)
+    assert cfg.tracking.uri == "http://mlflow:5000"
+
+
 @pytest.mark.parametrize("launcher", ["submitit_slurm", "slurm", "joblib"])
 def test_cluster_and_parallel_launcher_configs_compose(launcher, tmp_path, monkeypatch):
     from hydra.plugins.launcher import Launcher
     from hydra.utils import get_class
 
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)  # MLflow sets it when it logs
+    monkeypatch.delitem(lineage.config._START_ENV, "MLFLOW_TRACKING_URI", raising=False)
     overrides = ["experiment=lineage_ptb", f"hydra/launcher={launcher}", "tracking=server"]
     cfg = compose_train(overrides, tmp_path)
     target = get_class(cfg.hydra.launcher._target_)

@@ -17,7 +17,6 @@ needs (gradient clipping).
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import os
 import time
 from collections.abc import Sequence
@@ -188,16 +187,6 @@ class NeuralLM(LineageModule):
         if hasattr(self.net, "flops_per_token"):  # training FLOPs per token (6·N plus attention)
             out["train_flops_per_token"] = float(self.net.flops_per_token())
         return out
-
-    def transfer_batch_to_device(self, batch, device, dataloader_idx: int):
-        # Lightning's generic path deep-copies the dataclass (meta included) on every step.
-        if isinstance(batch, TokenBatch):
-            if batch.tokens.device == device:
-                return batch
-            return dataclasses.replace(
-                batch, tokens=batch.tokens.to(device), target_mask=batch.target_mask.to(device)
-            )
-        return super().transfer_batch_to_device(batch, device, dataloader_idx)
 
     # ----- training ------------------------------------------------------------------------
     def _forward(self, batch: TokenBatch, state):

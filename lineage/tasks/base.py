@@ -64,7 +64,11 @@ class FinetuneConfig:
         enabled: run fine-tuning for neural families (``finetune`` row; MLflow child run).
         scratch: also train the same architecture from random weights (``scratch`` row).
         epochs: maximum epochs; the checkpoint with the best dev accuracy is scored on test.
-        lr: AdamW learning rate (head and body).
+        lr: AdamW learning rate of the head.
+        body_lr_scale: the body learns at ``lr * body_lr_scale``; below 1 it is
+            discriminative fine-tuning (Howard & Ruder 2018), which keeps more of what
+            pretraining bought. ``scratch`` uses the same rates, so the pair differs only in the
+            initial weights.
         weight_decay: AdamW weight decay.
         batch_size: texts per step.
         max_len: tokens kept per text (the first ``max_len``).
@@ -77,6 +81,7 @@ class FinetuneConfig:
     scratch: bool = False
     epochs: int = 4
     lr: float = 1e-3
+    body_lr_scale: float = 1.0
     weight_decay: float = 0.0
     batch_size: int = 32
     max_len: int = 64

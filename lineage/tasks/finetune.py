@@ -2,10 +2,11 @@
 
 The LM's body (its net up to the last hidden layer, ``net.hidden(tokens, state) -> (B, T, H)``)
 plus a classification head on the mean-pooled hidden states (the same pooling as the probe's
-features), trained end to end on the task with a Lightning ``Trainer``: AdamW, cross-entropy,
-the epoch with the best dev accuracy kept (``ModelCheckpoint``), early stopping on dev, then
-scored once on test. ``scratch`` trains the same architecture from random weights (the family's
-own initialisation, seeded), so the pair shows what pretraining on the corpus buys.
+features), trained end to end on the task with a Lightning ``Trainer``: AdamW (the body's rate
+may be a fraction of the head's, ``body_lr_scale``), cross-entropy, the epoch with the best dev
+accuracy kept (``ModelCheckpoint``), early stopping on dev, then scored once on test.
+``scratch`` trains the same architecture from random weights (the family's own initialisation,
+seeded), so the pair shows what pretraining on the corpus buys.
 
 Each adaptation is its own MLflow run, a child of the job's run (tag ``mlflow.parentRunId``),
 named ``{job run name}-{task}-{adaptation}``, tagged ``adaptation`` = ``finetune`` | ``scratch``
@@ -92,16 +93,21 @@ class TextClassifier(nn.Module):
 class ClassifierModule(L.LightningModule):
     """Cross-entropy training of a :class:`TextClassifier`; dev accuracy per epoch."""
 
-    def __init__(self, net: TextClassifier, lr: float, weight_decay: float):
+    def __init__(self, net: TextClassifier, lr: float, weight_decay: float, body_lr_scale: float):
         super().__init__()
         self.net = net
         self.lr = lr
         self.weight_decay = weight_decay
+        self.body_lr_scale = body_lr_scale
         self._correct = 0
         self._seen = 0
 
     def configure_optimizers(self):
-        return torch.optim.AdamW(self.parameters(), lr=self.lr, weight_decay=self.weight_decay)
+        groups = [
+            {"params": self.net.head.parameters(), "lr": self.lr},
+            {"params": self.net.body.parameters(), "lr": self.lr * self.body_lr_scale},
+        ]
+        return torch.optim.AdamW(groups, lr=self.lr, weight_decay=self.weight_decay)
 
     def training_step(self, batch, batch_idx):
         tokens, lengths, y = batch
@@ -187,7 +193,7 @@ def train_classifier(
     L.seed_everything(seed, workers=True, verbose=False)
     pad = model.vocab.eos_id
     net = TextClassifier(_body(model, adaptation, seed), n_classes, cfg.dropout, pad)
-    module = ClassifierModule(net, cfg.lr, cfg.weight_decay)
+    module = ClassifierModule(net, cfg.lr, cfg.weight_decay, cfg.body_lr_scale)
     checkpoint = ModelCheckpoint(
         dirpath=str(root), monitor="val/accuracy", mode="max", save_top_k=1, filename="best"
     )
