@@ -193,10 +193,16 @@ def run(cfg: DictConfig, callbacks: Sequence = ()) -> dict[str, float]:
             if trainer.interrupted:
                 raise KeyboardInterrupt(f"{run_name}: training was interrupted")
             validated_in_fit = "val/ppl" in trainer.callback_metrics
-            n_train = datamodule.stats().get("train/tokens", 0.0)
+            # tokens this process trained on (partial epochs and resumed runs included); count
+            # families make one pass over the train split per epoch
+            trained = getattr(model, "trained_tokens", None)
+            if trained is not None:
+                trained *= trainer.world_size  # every rank trains on its share of each batch
+            else:
+                trained = datamodule.stats().get("train/tokens", 0.0) * trainer.current_epoch
             results["cost/train_seconds"] = train_seconds
             results["cost/train_tokens_per_sec"] = (
-                n_train * trainer.current_epoch / train_seconds if train_seconds > 0 else 0.0
+                trained / train_seconds if train_seconds > 0 else 0.0
             )
         ckpt = "best" if model.fit_mode == FitMode.GRADIENT and "fit" in stages else None
         scores = Capability.LOG_PROB in model.capabilities  # else perplexity is "—"

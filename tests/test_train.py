@@ -160,3 +160,18 @@ def test_a_finished_config_is_skipped_unless_forced(tiny_cfg):
     assert len(runs) == 2  # the second call found the FINISHED run and did nothing
     assert again["test/ppl"] == pytest.approx(first["test/ppl"])
     assert forced["test/ppl"] == pytest.approx(first["test/ppl"])
+
+
+def test_train_rate_counts_the_tokens_actually_trained(tiny_cfg):
+    # 2 batches of 4 rows x 5 targets: a partial epoch must not count the whole split
+    cfg = tiny_cfg(
+        "model=lstm_small",
+        "model.max_epochs=1",
+        "model.batching.batch_size=4",
+        "model.batching.seq_len=5",
+        "+trainer.limit_train_batches=2",
+        "stages=[fit]",
+    )
+    results = run(cfg)
+    trained = results["cost/train_tokens_per_sec"] * results["cost/train_seconds"]
+    assert trained == pytest.approx(2 * 4 * 5)

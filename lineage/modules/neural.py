@@ -141,6 +141,7 @@ class NeuralLM(LineageModule):
         self._train_state = None
         self._eval_state = None
         self._tokens_seen = 0
+        self.trained_tokens = 0  # target tokens trained on by this process (cost/...)
         self._clock: float | None = None
 
     # ----- configuration --------------------------------------------------------------------
@@ -212,6 +213,7 @@ class NeuralLM(LineageModule):
         loss = F.cross_entropy(logits.flatten(0, 1), targets.flatten(), ignore_index=-100)
         n = int(mask.sum())
         self._tokens_seen += n
+        self.trained_tokens += n
         elapsed = time.perf_counter() - (self._clock or time.perf_counter())
         self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=n)
         if elapsed > 0:
