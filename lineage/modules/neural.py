@@ -19,7 +19,7 @@ from __future__ import annotations
 import contextlib
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -81,12 +81,16 @@ class NeuralLM(LineageModule):
         net: the architecture: a Hydra config with ``_partial_: true`` (or a callable), called
             with ``vocab_size=``.
         optimizer: the same, called with ``params=``, e.g. ``torch.optim.SGD``.
-        scheduler: optional, the same, called with ``optimizer=``.
+        scheduler: optional, the same, called with ``optimizer=``; a ``total_steps: null`` in
+            its config is filled with the trainer's ``estimated_stepping_batches`` (epochs ×
+            batches), so the schedule follows ``max_epochs`` and the batch size.
         scheduler_interval: ``"epoch"`` or ``"step"``: when the scheduler steps.
         batching: how splits are served (keyword arguments of :class:`lineage.Batching`):
             ``mode: stream`` for stateful nets, ``window`` for fixed-context ones.
         gradient_clip_val: clip the global gradient norm at this value (None: no clipping).
         max_epochs: training epochs (the schedule in the family's paper).
+        max_time: a wall-clock budget for fit, ``"DD:HH:MM:SS"`` (Lightning's ``max_time``);
+            training stops at the first step past it and test scores the best checkpoint so far.
         loss_reduction: what the optimizer minimises: ``"mean"`` — nats per target; or
             ``"sum_over_time"`` — summed over the BPTT steps and averaged over the rows, the
             cost of Zaremba et al. (2014) and TensorFlow's ``ptb_word_lm``, for which their
@@ -109,6 +113,7 @@ class NeuralLM(LineageModule):
         batching: dict | None = None,
         gradient_clip_val: float | None = None,
         max_epochs: int = 1,
+        max_time: str | None = None,
         loss_reduction: str = "mean",
     ):
         super().__init__(vocab)
@@ -130,6 +135,7 @@ class NeuralLM(LineageModule):
                 "batching": plain(batching),
                 "gradient_clip_val": gradient_clip_val,
                 "max_epochs": max_epochs,
+                "max_time": max_time,
                 "loss_reduction": loss_reduction,
             },
             logger=False,
@@ -154,6 +160,8 @@ class NeuralLM(LineageModule):
             "gradient_clip_val": self.hparams.gradient_clip_val,
             "gradient_clip_algorithm": "norm",
         }
+        if self.hparams.get("max_time"):
+            overrides["max_time"] = self.hparams.max_time
         if self._batching.mode == "stream":
             # A DistributedSampler would deal consecutive stream batches to alternate ranks and
             # break state carrying: the data module gives each rank its own rows instead.
@@ -166,7 +174,11 @@ class NeuralLM(LineageModule):
         optimizer = build(self.hparams.optimizer, params=groups or self.parameters())
         if self.hparams.scheduler is None:
             return optimizer
-        scheduler = build(self.hparams.scheduler, optimizer=optimizer)
+        extra = {}
+        spec = self.hparams.scheduler
+        if isinstance(spec, Mapping) and "total_steps" in spec and spec["total_steps"] is None:
+            extra["total_steps"] = int(self.trainer.estimated_stepping_batches)
+        scheduler = build(self.hparams.scheduler, optimizer=optimizer, **extra)
         return {
             "optimizer": optimizer,
             "lr_scheduler": {"scheduler": scheduler, "interval": self.hparams.scheduler_interval},

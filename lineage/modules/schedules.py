@@ -10,7 +10,7 @@ from 0 over ``warmup_steps`` optimizer steps, then follows a half cosine from th
       _target_: lineage.modules.schedules.WarmupCosine
       _partial_: true
       warmup_steps: 200
-      total_steps: 5000
+      total_steps: null   # NeuralLM fills in the trainer's epochs × batches
 """
 
 from __future__ import annotations
@@ -46,14 +46,21 @@ class WarmupCosine(LRScheduler):
         self,
         optimizer: Optimizer,
         warmup_steps: int,
-        total_steps: int,
+        total_steps: int | None,
         min_lr_ratio: float = 0.1,
         last_epoch: int = -1,
     ):
-        if not 0 <= warmup_steps <= total_steps:
+        if total_steps is None:
             raise ValueError(
-                f"need 0 <= warmup_steps <= total_steps, got {warmup_steps}, {total_steps}"
+                "WarmupCosine needs total_steps; NeuralLM fills a `total_steps: null` from the "
+                "trainer (epochs × batches), elsewhere give the number of optimizer steps"
             )
+        if warmup_steps < 0 or total_steps < 1:
+            raise ValueError(
+                f"need warmup_steps >= 0 and total_steps >= 1, got {warmup_steps}, {total_steps}"
+            )
+        # a run shorter than the warm-up (a smoke test, limit_train_batches) only warms up
+        warmup_steps = min(warmup_steps, total_steps)
         self.warmup_steps = int(warmup_steps)
         self.total_steps = int(total_steps)
         self.min_lr_ratio = float(min_lr_ratio)

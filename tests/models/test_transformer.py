@@ -212,6 +212,17 @@ def test_warmup_cosine_schedule():
     assert lrs[5] == pytest.approx(1 + math.cos(math.pi / 4))
 
 
+def test_schedule_length_follows_the_trainer_and_the_budget_is_a_model_setting(tmp_path):
+    model, dm, trainer = _fit_tiny(tmp_path, "model.scheduler.total_steps=null")
+    scheduler = trainer.lr_scheduler_configs[0].scheduler
+    assert scheduler.total_steps == trainer.estimated_stepping_batches == 3  # 1 epoch × 3 batches
+    assert trainer.global_step == 3
+    model, _, _ = _fit_tiny(tmp_path, "+model.max_time=00:00:30:00")
+    assert model.trainer_overrides()["max_time"] == "00:00:30:00"
+    with pytest.raises(ValueError, match="total_steps"):
+        WarmupCosine(torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0), 1, None)
+
+
 def test_bf16_mixed_precision_on_cpu(tmp_path):
     try:
         with torch.autocast("cpu", dtype=torch.bfloat16):
