@@ -61,6 +61,8 @@ def config_hash(cfg: DictConfig) -> str:
     if isinstance(corpus, dict):
         for key in UNHASHED_CORPUS_KEYS:
             corpus.pop(key, None)
+    if data.get("ckpt_path") is not None:
+        data["ckpt_path"] = None  # a resumed run continues the same computation
     text = json.dumps(data, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 

@@ -214,6 +214,8 @@ def test_config_hash_ignores_tags_and_locations_only(tmp_path):
     )
     moved = compose_train([*tiny_corpus_overrides(), "model=rule"], tmp_path / "elsewhere")
     assert config_hash(moved) == h
+    resumed = [*tiny_corpus_overrides(), "model=rule", "ckpt_path=/runs/x/last.ckpt"]
+    assert config_hash(compose_train(resumed, tmp_path)) == h  # resuming is the same run
     assert (
         config_hash(compose_train([*tiny_corpus_overrides(), "model=rule", "seed=1"], tmp_path))
         != h
