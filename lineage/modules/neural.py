@@ -178,7 +178,7 @@ class NeuralLM(LineageModule):
         spec = self.hparams.scheduler
         if isinstance(spec, Mapping) and "total_steps" in spec and spec["total_steps"] is None:
             extra["total_steps"] = int(self.trainer.estimated_stepping_batches)
-        scheduler = build(self.hparams.scheduler, optimizer=optimizer, **extra)
+        scheduler = build(spec, optimizer=optimizer, **extra)
         return {
             "optimizer": optimizer,
             "lr_scheduler": {"scheduler": scheduler, "interval": self.hparams.scheduler_interval},
