@@ -40,6 +40,14 @@ UNHASHED_KEYS = ("paths", "tracking", "hydra", "force")
 # same config run by hand (and the hash of a config without tags is unchanged).
 BLANKED_KEYS = ("tags",)
 UNHASHED_CORPUS_KEYS = ("data_dir", "cache_dir", "offline")
+# Options added after studies had run, left out of the hash while at their default ("*": any
+# key): a config that sets them to the default computes what the runs that never knew them did,
+# so those runs keep their hash and a rerun of the study still skips them. An option added to
+# a config that studies use belongs here with its default.
+LATER_DEFAULTS: dict[tuple[str, ...], Any] = {
+    ("task", "*", "finetune", "task_vocab"): False,
+    ("task", "*", "finetune", "task_vocab_min_count"): 2,
+}
 MAX_PARAM_LENGTH = 500
 
 
@@ -63,8 +71,23 @@ def config_hash(cfg: DictConfig) -> str:
             corpus.pop(key, None)
     if data.get("ckpt_path") is not None:
         data["ckpt_path"] = None  # a resumed run continues the same computation
+    for path, default in LATER_DEFAULTS.items():
+        _drop_default(data, path, default)
     text = json.dumps(data, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _drop_default(data: Any, path: tuple[str, ...], default: Any) -> None:
+    """Remove the key at ``path`` ("*" matches every key) where its value is ``default``."""
+    if not isinstance(data, dict):
+        return
+    head, rest = path[0], path[1:]
+    keys = list(data) if head == "*" else [head] if head in data else []
+    for key in keys:
+        if rest:
+            _drop_default(data[key], rest, default)
+        elif data[key] == default and type(data[key]) is type(default):
+            del data[key]
 
 
 def flatten(data: Mapping[str, Any], prefix: str = "") -> dict[str, str]:

@@ -222,6 +222,27 @@ def test_config_hash_ignores_tags_and_locations_only(tmp_path):
     )
 
 
+def test_an_option_added_later_keeps_the_hash_at_its_default(tmp_path):
+    from omegaconf import OmegaConf
+
+    from lineage.tracking import resolved
+
+    base = [*tiny_corpus_overrides(), "model=lstm_small", "task=[sst2]"]
+    h = config_hash(compose_train(base, tmp_path))
+    # the config as the runs before the option had it: the keys absent
+    older = resolved(compose_train(base, tmp_path))
+    for key in ("task_vocab", "task_vocab_min_count"):
+        del older["task"]["sst2"]["finetune"][key]
+    assert config_hash(OmegaConf.create(older)) == h
+    changed = [*base, "task.sst2.finetune.task_vocab=true"]
+    assert config_hash(compose_train(changed, tmp_path)) != h
+    counted = [*changed, "task.sst2.finetune.task_vocab_min_count=1"]
+    assert config_hash(compose_train(counted, tmp_path)) not in {
+        h,
+        config_hash(compose_train(changed, tmp_path)),
+    }
+
+
 def test_prepare_store_creates_the_store_and_the_tagged_experiment(tmp_path):
     cfg = compose_train([*tiny_corpus_overrides(), "study=prepared"], tmp_path)
     assert not (tmp_path / "mlruns" / "mlflow.db").exists()

@@ -139,6 +139,12 @@ class RecurrentLM(nn.Module):
         for p in self.parameters():
             nn.init.uniform_(p, -init_range, init_range)
 
+    def get_input_embeddings(self) -> nn.Embedding:
+        return self.embedding
+
+    def set_input_embeddings(self, embedding: nn.Embedding) -> None:
+        self.embedding = embedding
+
     def hidden(self, tokens: torch.Tensor, state=None):
         """Last layer's states ``(B, T, H)`` and the new state (a tuple, one entry per layer).
 

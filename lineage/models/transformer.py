@@ -196,6 +196,12 @@ class TransformerLM(nn.Module):
         no_decay = [p for p in params if p.dim() < 2]
         return [{"params": decay}, {"params": no_decay, "weight_decay": 0.0}]
 
+    def get_input_embeddings(self) -> nn.Embedding:
+        return self.tok_emb
+
+    def set_input_embeddings(self, embedding: nn.Embedding) -> None:
+        self.tok_emb = embedding
+
     # ----- the network --------------------------------------------------------------------------
     def _encode(self, tokens: torch.Tensor, cache: dict | None = None):
         """Final-LN states of ``tokens`` (B, T) after the cached ones (cache + T <= max_len)."""

@@ -75,6 +75,13 @@ class FinetuneConfig:
         dropout: on the pooled state, before the head.
         patience: stop after this many epochs without a better dev accuracy.
         gradient_clip_val: clip the global gradient norm (recurrent bodies).
+        task_vocab: give the body input rows for the task's own train words that the corpus
+            vocabulary lacks (seen at least ``task_vocab_min_count`` times). ``finetune`` draws
+            each new row from the mean and covariance of the pretrained rows (a typical corpus
+            word, distinct from the other new ones); ``scratch`` initialises them as the family
+            does. Off by default: the protocol's rows read tasks through the corpus vocabulary
+            (design.md §3).
+        task_vocab_min_count: the rarer train words stay ``<unk>``.
     """
 
     enabled: bool = False
@@ -88,6 +95,8 @@ class FinetuneConfig:
     dropout: float = 0.1
     patience: int = 2
     gradient_clip_val: float | None = 5.0
+    task_vocab: bool = False
+    task_vocab_min_count: int = 2
 
 
 @dataclass

@@ -20,6 +20,7 @@ the FEATURES capability needs no code here):
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Sequence
 
 import numpy as np
@@ -62,9 +63,14 @@ class TextEncoder:
         """Word tokens of each text (sentence boundaries dropped)."""
         return [[w for s in self.sentences(t) for w in s] for t in texts]
 
-    def ids(self, texts: Sequence[str]) -> list[list[int]]:
-        """Corpus-vocabulary ids of each text, sentences joined by ``<eos>`` (none at the end)."""
+    def ids(self, texts: Sequence[str], extra: dict[str, int] | None = None) -> list[list[int]]:
+        """Corpus-vocabulary ids of each text, sentences joined by ``<eos>`` (none at the end).
+
+        ``extra`` (from :meth:`new_words`) gives ids to words the corpus vocabulary lacks; any
+        other unknown word is ``<unk>``.
+        """
         assert self.vocab is not None
+        unk = self.vocab.unk_id
         out = []
         for text in texts:
             words: list[str] = []
@@ -72,8 +78,25 @@ class TextEncoder:
                 if i:
                     words.append(EOS)
                 words.extend(sentence)
-            out.append(self.vocab.encode(words).tolist())
+            ids = self.vocab.encode(words).tolist()
+            if extra:
+                ids = [
+                    extra.get(w, unk) if i == unk else i for w, i in zip(words, ids, strict=True)
+                ]
+            out.append(ids)
         return out
+
+    def new_words(self, texts: Sequence[str], min_count: int) -> dict[str, int]:
+        """Words of ``texts`` outside the corpus vocabulary seen at least ``min_count`` times,
+        most frequent first (ties alphabetical), numbered from ``len(vocab)`` on."""
+        assert self.vocab is not None
+        counts = Counter(
+            w for words in self.words(texts) for w in words if w not in self.vocab.stoi
+        )
+        kept = sorted(
+            (w for w, n in counts.items() if n >= min_count), key=lambda w: (-counts[w], w)
+        )
+        return {w: len(self.vocab) + j for j, w in enumerate(kept)}
 
 
 class TfidfFeatures:

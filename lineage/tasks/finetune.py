@@ -156,11 +156,44 @@ def _loader(ids, y, cfg: FinetuneConfig, pad_id: int, shuffle: bool, seed: int) 
     )
 
 
-def _body(model, adaptation: str, seed: int) -> nn.Module:
+def extend_input_embeddings(net: nn.Module, n_new: int, seed: int = 0) -> None:
+    """Append ``n_new`` input rows to ``net``'s embedding, drawn from N(mean, covariance) of its
+    rows: each new word starts as a typical, distinct corpus word, not as ``<unk>`` (identical
+    rows would make the new words indistinguishable at the start of training).
+
+    Only the input side grows: a tied output layer keeps the old matrix (the classifier never
+    uses the LM's output layer).
+    """
+    old = net.get_input_embeddings()
+    weight = old.weight.detach().double()  # (V, E)
+    mean = weight.mean(0)  # (E,)
+    centered = weight - mean
+    cov = centered.T @ centered / (len(weight) - 1)  # (E, E)
+    cov += 1e-6 * cov.diagonal().mean() * torch.eye(len(mean), dtype=cov.dtype)  # positive definite
+    noise = torch.randn(
+        n_new, len(mean), generator=torch.Generator().manual_seed(seed), dtype=cov.dtype
+    )
+    rows = mean + noise @ torch.linalg.cholesky(cov).T  # (n_new, E) ~ N(mean, cov)
+    new = nn.Embedding(old.num_embeddings + n_new, old.embedding_dim)
+    with torch.no_grad():
+        new.weight[: old.num_embeddings] = old.weight
+        new.weight[old.num_embeddings :] = rows.to(old.weight.dtype)
+    net.set_input_embeddings(new)
+
+
+def _body(model, adaptation: str, seed: int, n_new: int = 0) -> nn.Module:
+    if n_new and not callable(getattr(model.net, "get_input_embeddings", None)):
+        raise ValueError(
+            f"finetune.task_vocab=true: the {model.family} net has no get_input_embeddings(); "
+            "set task.<name>.finetune.task_vocab=false"
+        )
     if adaptation == "finetune":
-        return copy.deepcopy(model.net)
+        body = copy.deepcopy(model.net)
+        if n_new:
+            extend_input_embeddings(body, n_new, seed)
+        return body
     torch.manual_seed(seed)  # scratch: the family's own initialisation, seeded
-    return build(model.hparams.net, vocab_size=len(model.vocab))
+    return build(model.hparams.net, vocab_size=len(model.vocab) + n_new)
 
 
 def train_classifier(
@@ -172,6 +205,7 @@ def train_classifier(
     root: Path,
     seed: int,
     logger=None,
+    n_new: int = 0,
 ) -> dict[str, Any]:
     """Train one classifier (``finetune`` or ``scratch``) and score it once on test.
 
@@ -184,6 +218,8 @@ def train_classifier(
         root: where checkpoints go.
         seed: initialisation (scratch) and data order.
         logger: a Lightning logger for the per-epoch metrics (or None).
+        n_new: input rows beyond the corpus vocabulary (``finetune.task_vocab``; ids from
+            ``len(vocab)`` on in ``view``).
 
     Returns:
         ``{"val": metrics, "test": metrics, "confusion": (C, C), "epochs": n}``.
@@ -192,7 +228,7 @@ def train_classifier(
 
     L.seed_everything(seed, workers=True, verbose=False)
     pad = model.vocab.eos_id
-    net = TextClassifier(_body(model, adaptation, seed), n_classes, cfg.dropout, pad)
+    net = TextClassifier(_body(model, adaptation, seed, n_new), n_classes, cfg.dropout, pad)
     module = ClassifierModule(net, cfg.lr, cfg.weight_decay, cfg.body_lr_scale)
     checkpoint = ModelCheckpoint(
         dirpath=str(root), monitor="val/accuracy", mode="max", save_top_k=1, filename="best"
@@ -281,10 +317,17 @@ def finetune_task(
         try:
             folds_val, folds_test, epochs = [], [], []
             matrix = np.zeros((n_classes, n_classes), dtype=np.int64)
+            new_words = []
             for k, fold in enumerate(_folds(data, cfg)):
+                texts_of = _split_view(data, fold)
+                extra = None
+                if cfg.finetune.task_vocab:
+                    extra = encoder.new_words(
+                        texts_of["train"][0], cfg.finetune.task_vocab_min_count
+                    )
+                    new_words.append(len(extra))
                 view = {
-                    split: (encoder.ids(texts), y)
-                    for split, (texts, y) in _split_view(data, fold).items()
+                    split: (encoder.ids(texts, extra), y) for split, (texts, y) in texts_of.items()
                 }
                 root = Path(out_dir) / "finetune" / f"{name}-{adaptation}-{k}"
                 result = train_classifier(
@@ -296,6 +339,7 @@ def finetune_task(
                     root,
                     seed,
                     child.lightning_logger() if child is not None else None,
+                    n_new=len(extra or ()),
                 )
                 folds_val.append(result["val"])
                 folds_test.append(result["test"])
@@ -313,6 +357,8 @@ def finetune_task(
                     **prefixed(name, "test", folds_test[0]),
                 }
             metrics[f"{name}/finetune/epochs"] = float(np.mean(epochs))
+            if new_words:
+                metrics[f"{name}/finetune/new_words"] = float(np.mean(new_words))
             path = write_confusion(
                 Path(out_dir) / "finetune" / "confusion" / adaptation / f"{name}.csv",
                 matrix,

@@ -77,3 +77,83 @@ def test_body_learns_at_a_fraction_of_the_heads_rate():
     assert [g["lr"] for g in groups] == pytest.approx([0.01, 0.001])
     assert {id(p) for p in groups[0]["params"]} == {id(p) for p in net.head.parameters()}
     assert {id(p) for p in groups[1]["params"]} == {id(p) for p in net.body.parameters()}
+
+
+def test_task_vocab_numbers_the_tasks_new_words_after_the_corpus_vocabulary():
+    from lineage.data.vocab import EOS, UNK, Vocabulary
+    from lineage.tasks.features import TextEncoder
+
+    vocab = Vocabulary([UNK, EOS, "the", "film"])
+    encoder = TextEncoder(vocab=vocab)
+    train = ["the witty film", "witty and tedious", "tedious film", "the rare film"]
+    extra = encoder.new_words(train, min_count=2)
+    assert extra == {"tedious": 4, "witty": 5}  # "and", "rare" seen once; ties alphabetical
+    ids = encoder.ids(["the witty rare film", "tedious"], extra)
+    assert ids == [[2, 5, vocab.unk_id, 3], [4]]
+    assert encoder.ids(["the witty rare film"]) == [[2, vocab.unk_id, vocab.unk_id, 3]]
+    assert encoder.new_words(train, min_count=1) == {"tedious": 4, "witty": 5, "and": 6, "rare": 7}
+
+
+@pytest.mark.parametrize("family", ["lstm", "transformer"])
+def test_new_input_rows_are_typical_distinct_words_and_the_old_ones_stay(family):
+    import copy
+
+    import torch
+
+    from lineage.models.recurrent import RecurrentLM
+    from lineage.models.transformer import TransformerLM
+    from lineage.tasks.finetune import extend_input_embeddings
+
+    torch.manual_seed(0)
+    if family == "lstm":
+        net = RecurrentLM(50, cell="lstm", embedding_size=4, hidden_size=4, num_layers=1)
+    else:
+        net = TransformerLM(50, d_model=4, n_layers=1, n_heads=2, max_len=16)
+    net.eval()
+    old = net.get_input_embeddings().weight.detach()  # (50, 4)
+    extended = copy.deepcopy(net)
+    extend_input_embeddings(extended, 20_000, seed=3)
+    weight = extended.get_input_embeddings().weight.detach()  # (20050, 4)
+    assert weight.shape == (20_050, 4)
+    torch.testing.assert_close(weight[:50], old)
+    new = weight[50:]
+    # N(mean, covariance) of the old rows: the sample moments match, the rows differ
+    torch.testing.assert_close(new.mean(0), old.mean(0), atol=0.05 * old.std(), rtol=0)
+    torch.testing.assert_close(new.T.cov(), old.T.cov(), atol=0.05 * old.var(), rtol=0)
+    assert len(torch.unique(new, dim=0)) == 20_000
+    tokens = torch.tensor([[1, 7, 2, 49]])  # corpus ids: the same states as before
+    torch.testing.assert_close(extended.hidden(tokens)[0], net.hidden(tokens)[0])
+    again = copy.deepcopy(net)
+    extend_input_embeddings(again, 20_000, seed=3)
+    assert torch.equal(again.get_input_embeddings().weight, extended.get_input_embeddings().weight)
+
+
+def test_task_vocab_learns_a_task_written_in_words_the_corpus_lacks(tiny_cfg, tmp_path):
+    a = ["zebra quantum violet", "quantum violet zebra", "violet zebra quantum"]
+    b = ["mango orbit crimson", "orbit crimson mango", "crimson mango orbit"]
+    path = tmp_path / "unseen.csv"
+    rows = [f"{t},a" for t in a] * 10 + [f"{t},b" for t in b] * 10
+    path.write_text("text,label\n" + "\n".join(rows) + "\n")
+    cfg = tiny_cfg(
+        "model=lstm_small",
+        "model.max_epochs=1",
+        "task=[csv]",
+        f"task.csv.csv.files.all={path}",
+        "task.csv.finetune.enabled=true",
+        "task.csv.finetune.task_vocab=true",
+        "task.csv.finetune.epochs=4",
+        "task.csv.finetune.lr=0.01",
+        "task.csv.finetune.body_lr_scale=0.1",
+        "task.csv.finetune.patience=4",
+        "study=task_vocab",
+        tracking="mlflow",
+    )
+    results = run(cfg)
+    # the probe reads the corpus vocabulary: every text is "<unk> <unk> <unk>", so no better
+    # than the majority class
+    assert results["csv/test/accuracy"] <= 0.6
+    client = MlflowClient(tracking_uri=cfg.tracking.uri)
+    experiment = client.get_experiment_by_name("task_vocab")
+    (child,) = client.search_runs([experiment.experiment_id], "tags.adaptation = 'finetune'")
+    assert child.data.metrics["csv/finetune/new_words"] == 6
+    assert child.data.metrics["csv/test/accuracy"] == 1.0
