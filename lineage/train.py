@@ -200,7 +200,11 @@ def run(cfg: DictConfig, callbacks: Sequence = ()) -> dict[str, float]:
                 trained *= trainer.world_size  # every rank trains on its share of each batch
             else:
                 trained = datamodule.stats().get("train/tokens", 0.0) * trainer.current_epoch
-            results["cost/train_seconds"] = train_seconds
+            # a resumed run's training time includes the fit before the checkpoint; the rate is
+            # this process's own
+            results["cost/train_seconds"] = train_seconds + getattr(
+                model, "prior_train_seconds", 0.0
+            )
             results["cost/train_tokens_per_sec"] = (
                 trained / train_seconds if train_seconds > 0 else 0.0
             )

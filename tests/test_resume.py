@@ -89,3 +89,7 @@ def test_resume_continues_the_epoch_count_and_the_lr_schedule(tmp_path):
     assert first.val_ppl + resumed.val_ppl == pytest.approx(whole.val_ppl, rel=1e-9)
     for key in ("val/ppl", "test/ppl", "test/tokens"):
         assert results[key] == pytest.approx(expected[key], rel=1e-9), key
+    # the training time carries over: the checkpoint's seconds plus the resumed fit's
+    before = torch.load(last, weights_only=True)["lineage_train_seconds"]
+    assert before > 0
+    assert results["cost/train_seconds"] > before

@@ -148,6 +148,9 @@ class NeuralLM(LineageModule):
         self._eval_state = None
         self._tokens_seen = 0
         self.trained_tokens = 0  # target tokens trained on by this process (cost/...)
+        # fit seconds before a resume, from the checkpoint: the run's training time is the sum
+        self.prior_train_seconds = 0.0
+        self._fit_clock: float | None = None
         self._clock: float | None = None
 
     # ----- configuration --------------------------------------------------------------------
@@ -207,6 +210,17 @@ class NeuralLM(LineageModule):
         inputs = batch.tokens[:, :-1]  # (B, T-1)
         logits, state = self.net(inputs, state)  # (B, T-1, V)
         return logits, state
+
+    def on_fit_start(self) -> None:
+        self._fit_clock = time.perf_counter()
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        elapsed = time.perf_counter() - self._fit_clock if self._fit_clock is not None else 0.0
+        checkpoint["lineage_train_seconds"] = self.prior_train_seconds + elapsed
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        if self._fit_clock is None:  # resuming a fit (not test loading the best weights)
+            self.prior_train_seconds = float(checkpoint.get("lineage_train_seconds", 0.0))
 
     def on_train_epoch_start(self) -> None:
         self._train_state = None
