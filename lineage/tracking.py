@@ -47,6 +47,9 @@ UNHASHED_CORPUS_KEYS = ("data_dir", "cache_dir", "offline")
 LATER_DEFAULTS: dict[tuple[str, ...], Any] = {
     ("task", "*", "finetune", "task_vocab"): False,
     ("task", "*", "finetune", "task_vocab_min_count"): 2,
+    ("task", "*", "finetune", "pretrained"): True,
+    ("task", "*", "finetune", "body_dropout"): None,
+    ("task", "*", "finetune", "val_check_interval"): 1.0,
 }
 MAX_PARAM_LENGTH = 500
 

@@ -63,6 +63,8 @@ class FinetuneConfig:
     Attributes:
         enabled: run fine-tuning for neural families (``finetune`` row; MLflow child run).
         scratch: also train the same architecture from random weights (``scratch`` row).
+        pretrained: false trains only the ``scratch`` row (no ``finetune`` row), for studies
+            of the architecture alone; ``enabled`` must still be true.
         epochs: maximum epochs; the checkpoint with the best dev accuracy is scored on test.
         lr: AdamW learning rate of the head.
         body_lr_scale: the body learns at ``lr * body_lr_scale``; below 1 it is
@@ -73,7 +75,11 @@ class FinetuneConfig:
         batch_size: texts per step.
         max_len: tokens kept per text (the first ``max_len``).
         dropout: on the pooled state, before the head.
-        patience: stop after this many epochs without a better dev accuracy.
+        body_dropout: the body's own dropout during task training (the family's ``dropout``
+            key, e.g. non-recurrent connections of an RNN); null keeps the LM's.
+        val_check_interval: dev accuracy is checked every this fraction of an epoch (1.0: once
+            per epoch); the best check is kept and ``patience`` counts checks.
+        patience: stop after this many dev checks without a better dev accuracy.
         gradient_clip_val: clip the global gradient norm (recurrent bodies).
         task_vocab: give the body input rows for the task's own train words that the corpus
             vocabulary lacks (seen at least ``task_vocab_min_count`` times). ``finetune`` draws
@@ -86,6 +92,7 @@ class FinetuneConfig:
 
     enabled: bool = False
     scratch: bool = False
+    pretrained: bool = True
     epochs: int = 4
     lr: float = 1e-3
     body_lr_scale: float = 1.0
@@ -93,6 +100,8 @@ class FinetuneConfig:
     batch_size: int = 32
     max_len: int = 64
     dropout: float = 0.1
+    body_dropout: float | None = None
+    val_check_interval: float = 1.0
     patience: int = 2
     gradient_clip_val: float | None = 5.0
     task_vocab: bool = False
@@ -187,6 +196,15 @@ def parse_task_config(name: str, cfg: Any) -> TaskConfig:
     ):
         raise DataError(
             f"{where}.probe.ngram_range={tc.probe.ngram_range}: use [min, max], 1 <= min"
+        )
+    ft = tc.finetune
+    for key in ("dropout", "body_dropout"):
+        value = getattr(ft, key)
+        if value is not None and not 0 <= value < 1:
+            raise DataError(f"{where}.finetune.{key}={value} must be in [0, 1)")
+    if not 0 < ft.val_check_interval <= 1:
+        raise DataError(
+            f"{where}.finetune.val_check_interval={ft.val_check_interval} must be in (0, 1]"
         )
     if tc.max_train is not None and tc.max_train < 2:
         raise DataError(f"{where}.max_train={tc.max_train} must be >= 2 (or null)")

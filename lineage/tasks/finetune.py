@@ -32,6 +32,7 @@ import lightning as L
 import numpy as np
 import torch
 import torch.nn.functional as F
+from omegaconf import OmegaConf
 from torch import nn
 from torch.utils.data import DataLoader
 
@@ -181,19 +182,37 @@ def extend_input_embeddings(net: nn.Module, n_new: int, seed: int = 0) -> None:
     net.set_input_embeddings(new)
 
 
-def _body(model, adaptation: str, seed: int, n_new: int = 0) -> nn.Module:
+def _body(model, adaptation: str, seed: int, n_new: int = 0, dropout: float | None = None):
+    """The classifier's body: a copy of the LM's net (``finetune``) or a fresh one (``scratch``).
+
+    ``dropout`` (not None) replaces the net config's ``dropout``; a copy is then rebuilt with it
+    and given the LM's weights.
+    """
     if n_new and not callable(getattr(model.net, "get_input_embeddings", None)):
         raise ValueError(
             f"finetune.task_vocab=true: the {model.family} net has no get_input_embeddings(); "
             "set task.<name>.finetune.task_vocab=false"
         )
+    spec = model.hparams.net
+    if dropout is not None:
+        spec = OmegaConf.to_container(OmegaConf.create(spec), resolve=True)
+        if "dropout" not in spec:
+            raise ValueError(
+                f"finetune.body_dropout={dropout}: the {model.family} net config has no "
+                "'dropout' key; set task.<name>.finetune.body_dropout=null"
+            )
+        spec["dropout"] = dropout
     if adaptation == "finetune":
-        body = copy.deepcopy(model.net)
+        if dropout is None:
+            body = copy.deepcopy(model.net)
+        else:
+            body = build(spec, vocab_size=len(model.vocab))
+            body.load_state_dict(model.net.state_dict())
         if n_new:
             extend_input_embeddings(body, n_new, seed)
         return body
     torch.manual_seed(seed)  # scratch: the family's own initialisation, seeded
-    return build(model.hparams.net, vocab_size=len(model.vocab) + n_new)
+    return build(spec, vocab_size=len(model.vocab) + n_new)
 
 
 def train_classifier(
@@ -228,7 +247,8 @@ def train_classifier(
 
     L.seed_everything(seed, workers=True, verbose=False)
     pad = model.vocab.eos_id
-    net = TextClassifier(_body(model, adaptation, seed, n_new), n_classes, cfg.dropout, pad)
+    body = _body(model, adaptation, seed, n_new, cfg.body_dropout)
+    net = TextClassifier(body, n_classes, cfg.dropout, pad)
     module = ClassifierModule(net, cfg.lr, cfg.weight_decay, cfg.body_lr_scale)
     checkpoint = ModelCheckpoint(
         dirpath=str(root), monitor="val/accuracy", mode="max", save_top_k=1, filename="best"
@@ -237,6 +257,7 @@ def train_classifier(
         accelerator="cpu",
         devices=1,
         max_epochs=cfg.epochs,
+        val_check_interval=cfg.val_check_interval,
         logger=logger if logger is not None else False,
         callbacks=[checkpoint, EarlyStopping("val/accuracy", mode="max", patience=cfg.patience)],
         gradient_clip_val=cfg.gradient_clip_val,
@@ -298,7 +319,10 @@ def finetune_task(
         return {}
     seed = _seed()
     n_classes = len(data.classes)
-    adaptations = ["finetune", *(["scratch"] if cfg.finetune.scratch else [])]
+    adaptations = [
+        *(["finetune"] if cfg.finetune.pretrained else []),
+        *(["scratch"] if cfg.finetune.scratch or not cfg.finetune.pretrained else []),
+    ]
     parent_name = None
     if tracker is not None:
         parent_name = tracker.client.get_run(tracker.run_id).info.run_name

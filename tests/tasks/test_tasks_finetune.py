@@ -3,6 +3,8 @@ separable task in the corpus's own words, each adaptation a child MLflow run."""
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from mlflow.tracking import MlflowClient
 
@@ -157,3 +159,81 @@ def test_task_vocab_learns_a_task_written_in_words_the_corpus_lacks(tiny_cfg, tm
     (child,) = client.search_runs([experiment.experiment_id], "tags.adaptation = 'finetune'")
     assert child.data.metrics["csv/finetune/new_words"] == 6
     assert child.data.metrics["csv/test/accuracy"] == 1.0
+
+
+@pytest.mark.parametrize("model", ["lstm_small", "transformer_tiny"])
+def test_body_dropout_rebuilds_the_body_with_the_lms_weights(tmp_path, model):
+    import torch
+    from conftest import compose_train
+    from hydra.utils import instantiate
+
+    from lineage.tasks.finetune import _body
+
+    cfg = compose_train([f"model={model}"], tmp_path)
+    lm = instantiate(cfg.model, vocab=["<unk>", "<eos>", "the", "cat", "N", "."])
+    assert lm.hparams.net["dropout"] != 0.35
+    body = _body(lm, "finetune", seed=0, n_new=2, dropout=0.35)
+    drops = [m.p for m in body.modules() if hasattr(m, "p") and isinstance(m.p, float)]
+    assert drops and set(drops) == {0.35}
+    state, old = body.state_dict(), lm.net.state_dict()
+    for key, value in old.items():
+        if value.shape == state[key].shape:
+            torch.testing.assert_close(state[key], value)  # the LM's weights ...
+        else:  # ... and the task's new input rows after its vocabulary
+            torch.testing.assert_close(state[key][: len(value)], value)
+            assert state[key].shape[0] == len(value) + 2
+    scratch = _body(lm, "scratch", seed=0, n_new=0, dropout=0.35)
+    assert {m.p for m in scratch.modules() if isinstance(m, torch.nn.Dropout)} == {0.35}
+    assert not torch.equal(
+        scratch.get_input_embeddings().weight, lm.net.get_input_embeddings().weight
+    )
+    kept = _body(lm, "finetune", seed=0)  # no override: the LM's own dropout
+    assert {m.p for m in kept.modules() if isinstance(m, torch.nn.Dropout)} == {
+        lm.hparams.net["dropout"]
+    }
+
+
+def test_pretrained_false_trains_only_the_scratch_row_checked_twice_per_epoch(
+    tiny_cfg, separable_csv
+):
+    cfg = tiny_cfg(
+        "model=lstm_small",
+        "model.max_epochs=1",
+        "task=[csv]",
+        f"task.csv.csv.files.all={separable_csv}",
+        "task.csv.finetune.enabled=true",
+        "task.csv.finetune.pretrained=false",
+        "task.csv.finetune.val_check_interval=0.5",
+        "task.csv.finetune.body_dropout=0.2",
+        "task.csv.finetune.epochs=2",
+        "task.csv.finetune.patience=4",
+        "task.csv.finetune.lr=0.01",
+        "study=scratch_only",
+        tracking="mlflow",
+    )
+    run(cfg)
+    client = MlflowClient(tracking_uri=cfg.tracking.uri)
+    experiment = client.get_experiment_by_name("scratch_only")
+    runs = client.search_runs([experiment.experiment_id])
+    assert sorted(r.data.tags.get("adaptation") for r in runs) == ["probe", "scratch"]
+    (child,) = [r for r in runs if r.data.tags["adaptation"] == "scratch"]
+    checks = client.get_metric_history(child.info.run_id, "val/accuracy")
+    assert len(checks) == 4  # 2 epochs x 2 dev checks
+    assert child.data.metrics["csv/test/accuracy"] == 1.0
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "message"),
+    [
+        ("val_check_interval", 0, "val_check_interval=0 must be in (0, 1]"),
+        ("body_dropout", 1.0, "body_dropout=1.0 must be in [0, 1)"),
+        ("dropout", -0.1, "dropout=-0.1 must be in [0, 1)"),
+    ],
+)
+def test_bad_finetune_values_name_the_key(key, value, message):
+    from lineage.data.sources import DataError
+    from lineage.tasks.base import parse_task_config
+
+    cfg = {"source": "csv", "finetune": {key: value}}
+    with pytest.raises(DataError, match=re.escape(f"task.t.finetune.{message}")):
+        parse_task_config("t", cfg)
