@@ -188,11 +188,6 @@ def _body(model, adaptation: str, seed: int, n_new: int = 0, dropout: float | No
     ``dropout`` (not None) replaces the net config's ``dropout``; a copy is then rebuilt with it
     and given the LM's weights.
     """
-    if n_new and not callable(getattr(model.net, "get_input_embeddings", None)):
-        raise ValueError(
-            f"finetune.task_vocab=true: the {model.family} net has no get_input_embeddings(); "
-            "set task.<name>.finetune.task_vocab=false"
-        )
     spec = model.hparams.net
     if dropout is not None:
         spec = OmegaConf.to_container(OmegaConf.create(spec), resolve=True)
@@ -203,6 +198,12 @@ def _body(model, adaptation: str, seed: int, n_new: int = 0, dropout: float | No
             )
         spec["dropout"] = dropout
     if adaptation == "finetune":
+        # scratch builds its rows at the full size; fine-tuning extends the LM's table
+        if n_new and not callable(getattr(model.net, "get_input_embeddings", None)):
+            raise ValueError(
+                f"finetune.task_vocab=true: the {model.family} net has no "
+                "get_input_embeddings(); set task.<name>.finetune.task_vocab=false"
+            )
         if dropout is None:
             body = copy.deepcopy(model.net)
         else:

@@ -237,3 +237,20 @@ def test_bad_finetune_values_name_the_key(key, value, message):
     cfg = {"source": "csv", "finetune": {key: value}}
     with pytest.raises(DataError, match=re.escape(f"task.t.finetune.{message}")):
         parse_task_config("t", cfg)
+
+
+def test_body_options_a_net_cannot_take_are_errors_that_name_the_setting():
+    from types import SimpleNamespace
+
+    from torch import nn
+
+    from lineage.tasks.finetune import _body
+
+    spec = {"_target_": "torch.nn.Embedding", "_partial_": True, "embedding_dim": 3}
+    lm = SimpleNamespace(
+        family="toy", net=nn.Embedding(4, 3), hparams=SimpleNamespace(net=spec), vocab="abcd"
+    )
+    with pytest.raises(ValueError, match=r"body_dropout=0.5: the toy net config has no 'dropout'"):
+        _body(lm, "scratch", seed=0, dropout=0.5)
+    with pytest.raises(ValueError, match=r"set task.<name>.finetune.task_vocab=false"):
+        _body(lm, "finetune", seed=0, n_new=2)
