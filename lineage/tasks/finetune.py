@@ -32,12 +32,11 @@ import lightning as L
 import numpy as np
 import torch
 import torch.nn.functional as F
-from omegaconf import OmegaConf
 from torch import nn
 from torch.utils.data import DataLoader
 
 from lineage.interface import FitMode
-from lineage.modules.base import build
+from lineage.modules.base import build, plain
 from lineage.tasks.base import (
     FinetuneConfig,
     TaskConfig,
@@ -190,7 +189,7 @@ def _body(model, adaptation: str, seed: int, n_new: int = 0, dropout: float | No
     """
     spec = model.hparams.net
     if dropout is not None:
-        spec = OmegaConf.to_container(OmegaConf.create(spec), resolve=True)
+        spec = dict(plain(spec))  # a copy: the LM's own config stays as it is
         if "dropout" not in spec:
             raise ValueError(
                 f"finetune.body_dropout={dropout}: the {model.family} net config has no "
