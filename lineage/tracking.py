@@ -50,6 +50,8 @@ LATER_DEFAULTS: dict[tuple[str, ...], Any] = {
     ("task", "*", "finetune", "pretrained"): True,
     ("task", "*", "finetune", "body_dropout"): None,
     ("task", "*", "finetune", "val_check_interval"): 1.0,
+    ("task", "*", "finetune", "lm_epochs"): 0,
+    ("task", "*", "finetune", "lm_lr"): 0.001,
 }
 MAX_PARAM_LENGTH = 500
 

@@ -88,6 +88,11 @@ class FinetuneConfig:
             does. Off by default: the protocol's rows read tasks through the corpus vocabulary
             (design.md §3).
         task_vocab_min_count: the rarer train words stay ``<unk>``.
+        lm_epochs: ``finetune`` only: before the classifier, continue the LM's next-word
+            training on the task's train texts for up to this many epochs, keeping the one with
+            the lowest dev perplexity (Dai & Le 2015; 0: off). Early stopping uses
+            ``patience``; dropout is the body's (``body_dropout``).
+        lm_lr: AdamW learning rate of that LM stage.
     """
 
     enabled: bool = False
@@ -106,6 +111,8 @@ class FinetuneConfig:
     gradient_clip_val: float | None = 5.0
     task_vocab: bool = False
     task_vocab_min_count: int = 2
+    lm_epochs: int = 0
+    lm_lr: float = 1e-3
 
 
 @dataclass
@@ -205,6 +212,11 @@ def parse_task_config(name: str, cfg: Any) -> TaskConfig:
     if not 0 < ft.val_check_interval <= 1:
         raise DataError(
             f"{where}.finetune.val_check_interval={ft.val_check_interval} must be in (0, 1]"
+        )
+    if ft.lm_epochs < 0 or ft.lm_lr <= 0:
+        raise DataError(
+            f"{where}.finetune: lm_epochs={ft.lm_epochs} must be >= 0 (0: no LM adaptation) "
+            f"and lm_lr={ft.lm_lr} > 0"
         )
     if tc.max_train is not None and tc.max_train < 2:
         raise DataError(f"{where}.max_train={tc.max_train} must be >= 2 (or null)")

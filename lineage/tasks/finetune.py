@@ -8,6 +8,13 @@ accuracy kept (``ModelCheckpoint``), early stopping on dev, then scored once on 
 ``scratch`` trains the same architecture from random weights (the family's own initialisation,
 seeded), so the pair shows what pretraining on the corpus buys.
 
+``finetune.lm_epochs`` > 0 first continues the LM's own next-word training on the task's train
+texts (each text ``<eos> w1 … wn <eos>``, the LM's output layer over the corpus vocabulary, task
+words beyond it predicted as ``<unk>``), keeping the epoch with the lowest dev perplexity, and
+only then trains the classifier: the "LM-LSTM" of Dai & Le (2015), "Semi-supervised sequence
+learning", the middle stage of Howard & Ruder (2018). It teaches the body the task's domain and
+the new input rows of ``task_vocab`` before any label is seen. ``scratch`` never does it.
+
 Each adaptation is its own MLflow run, a child of the job's run (tag ``mlflow.parentRunId``),
 named ``{job run name}-{task}-{adaptation}``, tagged ``adaptation`` = ``finetune`` | ``scratch``
 and ``task``, with the parent's identity tags (family, model, corpus, seed, study, ...) so that
@@ -132,6 +139,61 @@ class ClassifierModule(L.LightningModule):
         return torch.softmax(self.net(tokens, lengths).float(), dim=-1)  # (B, C)
 
 
+class LMAdaptModule(L.LightningModule):
+    """Next-word training of the whole LM net on task texts (``finetune.lm_epochs``).
+
+    Args:
+        net: the LM net (``forward(tokens, state) -> (logits (B, T, V), state)``).
+        lr: AdamW learning rate.
+        weight_decay: AdamW weight decay.
+        n_out: the output layer's size (the corpus vocabulary); target ids at or beyond it
+            (task words added to the input side) count as ``unk_id``.
+        unk_id: the ``<unk>`` id.
+    """
+
+    def __init__(self, net: nn.Module, lr: float, weight_decay: float, n_out: int, unk_id: int):
+        super().__init__()
+        self.net = net
+        self.lr = lr
+        self.weight_decay = weight_decay
+        self.n_out = n_out
+        self.unk_id = unk_id
+        self._nll = 0.0
+        self._count = 0
+
+    def configure_optimizers(self):
+        return torch.optim.AdamW(self.net.parameters(), lr=self.lr, weight_decay=self.weight_decay)
+
+    def _nll_sum(self, batch) -> tuple[torch.Tensor, int]:
+        tokens, lengths, _ = batch  # (B, T+1): <eos> w1 … wn <eos>, padded
+        inputs, targets = tokens[:, :-1], tokens[:, 1:].clone()  # (B, T)
+        targets[targets >= self.n_out] = self.unk_id
+        mask = torch.arange(inputs.shape[1])[None] < (lengths[:, None] - 1)  # (B, T)
+        logits, _ = self.net(inputs, None)  # (B, T, V)
+        nll = F.cross_entropy(logits.flatten(0, 1), targets.flatten(), reduction="none")
+        return (nll * mask.flatten()).sum(), int(mask.sum())
+
+    def training_step(self, batch, batch_idx):
+        total, count = self._nll_sum(batch)
+        loss = total / count
+        self.log("lm/train_loss", loss, on_step=False, on_epoch=True, batch_size=count)
+        return loss
+
+    def on_validation_epoch_start(self) -> None:
+        self._nll, self._count = 0.0, 0
+
+    def validation_step(self, batch, batch_idx):
+        total, count = self._nll_sum(batch)
+        self._nll += float(total)
+        self._count += count
+
+    def on_validation_epoch_end(self) -> None:
+        if self._count:
+            loss = self._nll / self._count
+            self.log("lm/val_loss", loss)
+            self.log("lm/val_ppl", float(np.exp(loss)))
+
+
 def _collate(pad_id: int):
     def collate(items):
         lengths = torch.tensor([len(ids) for ids, _ in items])
@@ -144,8 +206,14 @@ def _collate(pad_id: int):
     return collate
 
 
-def _loader(ids, y, cfg: FinetuneConfig, pad_id: int, shuffle: bool, seed: int) -> DataLoader:
-    items = [([pad_id, *t[: cfg.max_len]], int(label)) for t, label in zip(ids, y, strict=True)]
+def _loader(
+    ids, y, cfg: FinetuneConfig, pad_id: int, shuffle: bool, seed: int, end: bool = False
+) -> DataLoader:
+    """Texts as ``<eos> w1 … w_max_len`` (and a closing ``<eos>`` with ``end``), batched."""
+    tail = [pad_id] if end else []
+    items = [
+        ([pad_id, *t[: cfg.max_len], *tail], int(label)) for t, label in zip(ids, y, strict=True)
+    ]
     generator = torch.Generator().manual_seed(seed) if shuffle else None
     return DataLoader(
         items,
@@ -215,6 +283,61 @@ def _body(model, adaptation: str, seed: int, n_new: int = 0, dropout: float | No
     return build(spec, vocab_size=len(model.vocab) + n_new)
 
 
+def _trainer(cfg: FinetuneConfig, root: Path, logger, callbacks, max_epochs: int, **kwargs):
+    return L.Trainer(
+        accelerator="cpu",
+        devices=1,
+        max_epochs=max_epochs,
+        logger=logger if logger is not None else False,
+        callbacks=callbacks,
+        gradient_clip_val=cfg.gradient_clip_val,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        default_root_dir=str(root),
+        log_every_n_steps=50,
+        **kwargs,
+    )
+
+
+def adapt_lm(
+    body: nn.Module,
+    view: dict[str, tuple[list[list[int]], np.ndarray]],
+    cfg: FinetuneConfig,
+    root: Path,
+    n_out: int,
+    unk_id: int,
+    pad_id: int,
+    seed: int,
+    logger=None,
+) -> dict[str, float]:
+    """Train ``body`` (in place) as an LM on the train texts of ``view`` for up to
+    ``cfg.lm_epochs`` epochs and keep its weights of the epoch with the lowest dev perplexity.
+
+    Returns:
+        ``{"val_ppl": best dev perplexity, "epochs": epochs run}``.
+    """
+    from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
+
+    module = LMAdaptModule(body, cfg.lm_lr, cfg.weight_decay, n_out, unk_id)
+    checkpoint = ModelCheckpoint(
+        dirpath=str(root), monitor="lm/val_loss", mode="min", save_top_k=1, filename="best-lm"
+    )
+    stop = EarlyStopping("lm/val_loss", mode="min", patience=cfg.patience)
+    trainer = _trainer(cfg, root, logger, [checkpoint, stop], cfg.lm_epochs)
+    loaders = [
+        _loader(*view[split], cfg, pad_id, shuffle=split == "train", seed=seed, end=True)
+        for split in ("train", "val")
+    ]
+    trainer.fit(module, *loaders)
+    best = torch.load(checkpoint.best_model_path, map_location="cpu", weights_only=True)
+    module.load_state_dict(best["state_dict"])
+    return {
+        "val_ppl": float(np.exp(float(checkpoint.best_model_score))),
+        "epochs": float(trainer.current_epoch),
+    }
+
+
 def train_classifier(
     model,
     adaptation: str,
@@ -241,38 +364,44 @@ def train_classifier(
             ``len(vocab)`` on in ``view``).
 
     Returns:
-        ``{"val": metrics, "test": metrics, "confusion": (C, C), "epochs": n}``.
+        ``{"val": metrics, "test": metrics, "confusion": (C, C), "epochs": n}``, and
+        ``"lm": {"val_ppl", "epochs"}`` after LM adaptation (``finetune`` with ``lm_epochs``).
     """
     from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 
     L.seed_everything(seed, workers=True, verbose=False)
     pad = model.vocab.eos_id
     body = _body(model, adaptation, seed, n_new, cfg.body_dropout)
+    out: dict[str, Any] = {}
+    if adaptation == "finetune" and cfg.lm_epochs > 0:
+        n_out = len(model.vocab)
+        lm_root = root / "lm"
+        out["lm"] = adapt_lm(body, view, cfg, lm_root, n_out, model.vocab.unk_id, pad, seed, logger)
+        log.info(
+            "LM adaptation on the task's train texts: dev perplexity %.2f after %d epochs",
+            out["lm"]["val_ppl"],
+            out["lm"]["epochs"],
+        )
     net = TextClassifier(body, n_classes, cfg.dropout, pad)
     module = ClassifierModule(net, cfg.lr, cfg.weight_decay, cfg.body_lr_scale)
     checkpoint = ModelCheckpoint(
         dirpath=str(root), monitor="val/accuracy", mode="max", save_top_k=1, filename="best"
     )
-    trainer = L.Trainer(
-        accelerator="cpu",
-        devices=1,
-        max_epochs=cfg.epochs,
+    stop = EarlyStopping("val/accuracy", mode="max", patience=cfg.patience)
+    trainer = _trainer(
+        cfg,
+        root,
+        logger,
+        [checkpoint, stop],
+        cfg.epochs,
         val_check_interval=cfg.val_check_interval,
-        logger=logger if logger is not None else False,
-        callbacks=[checkpoint, EarlyStopping("val/accuracy", mode="max", patience=cfg.patience)],
-        gradient_clip_val=cfg.gradient_clip_val,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
-        default_root_dir=str(root),
-        log_every_n_steps=50,
     )
     loaders = {
         split: _loader(*view[split], cfg, pad, shuffle=split == "train", seed=seed)
         for split in ("train", "val", "test")
     }
     trainer.fit(module, loaders["train"], loaders["val"])
-    out: dict[str, Any] = {"epochs": trainer.current_epoch}
+    out["epochs"] = trainer.current_epoch
     for split in ("val", "test"):
         probs = torch.cat(trainer.predict(module, loaders[split], ckpt_path="best")).numpy()
         y = view[split][1]
@@ -339,7 +468,7 @@ def finetune_task(
                 tracker.client, created.info.run_id, tracker.experiment_id, tracker.tracking_uri
             )
         try:
-            folds_val, folds_test, epochs = [], [], []
+            folds_val, folds_test, epochs, lm = [], [], [], []
             matrix = np.zeros((n_classes, n_classes), dtype=np.int64)
             new_words = []
             for k, fold in enumerate(_folds(data, cfg)):
@@ -368,6 +497,8 @@ def finetune_task(
                 folds_val.append(result["val"])
                 folds_test.append(result["test"])
                 epochs.append(result["epochs"])
+                if "lm" in result:
+                    lm.append(result["lm"])
                 matrix += result["confusion"]
             if len(folds_test) > 1:
                 metrics = {
@@ -383,6 +514,9 @@ def finetune_task(
             metrics[f"{name}/finetune/epochs"] = float(np.mean(epochs))
             if new_words:
                 metrics[f"{name}/finetune/new_words"] = float(np.mean(new_words))
+            for key in ("val_ppl", "epochs"):  # LM adaptation on the task's texts
+                if lm:
+                    metrics[f"{name}/lm/{key}"] = float(np.mean([r[key] for r in lm]))
             path = write_confusion(
                 Path(out_dir) / "finetune" / "confusion" / adaptation / f"{name}.csv",
                 matrix,

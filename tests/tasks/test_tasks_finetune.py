@@ -130,17 +130,22 @@ def test_new_input_rows_are_typical_distinct_words_and_the_old_ones_stay(family)
     assert torch.equal(again.get_input_embeddings().weight, extended.get_input_embeddings().weight)
 
 
-def test_task_vocab_learns_a_task_written_in_words_the_corpus_lacks(tiny_cfg, tmp_path):
+def write_unseen_csv(path, suffix: str = ""):
+    """A separable task whose class words the tiny corpus lacks (then ``suffix``)."""
     a = ["zebra quantum violet", "quantum violet zebra", "violet zebra quantum"]
     b = ["mango orbit crimson", "orbit crimson mango", "crimson mango orbit"]
-    path = tmp_path / "unseen.csv"
-    rows = [f"{t},a" for t in a] * 10 + [f"{t},b" for t in b] * 10
+    rows = [f"{t}{suffix},a" for t in a] * 10 + [f"{t}{suffix},b" for t in b] * 10
     path.write_text("text,label\n" + "\n".join(rows) + "\n")
+    return path
+
+
+def test_task_vocab_learns_a_task_written_in_words_the_corpus_lacks(tiny_cfg, tmp_path):
+    unseen_csv = write_unseen_csv(tmp_path / "unseen.csv")
     cfg = tiny_cfg(
         "model=lstm_small",
         "model.max_epochs=1",
         "task=[csv]",
-        f"task.csv.csv.files.all={path}",
+        f"task.csv.csv.files.all={unseen_csv}",
         "task.csv.finetune.enabled=true",
         "task.csv.finetune.task_vocab=true",
         "task.csv.finetune.epochs=4",
@@ -228,6 +233,8 @@ def test_pretrained_false_trains_only_the_scratch_row_checked_twice_per_epoch(
         ("val_check_interval", 0, "val_check_interval=0 must be in (0, 1]"),
         ("body_dropout", 1.0, "body_dropout=1.0 must be in [0, 1)"),
         ("dropout", -0.1, "dropout=-0.1 must be in [0, 1)"),
+        ("lm_epochs", -1, "lm_epochs=-1 must be >= 0"),
+        ("lm_lr", 0.0, "lm_lr=0.0 > 0"),
     ],
 )
 def test_bad_finetune_values_name_the_key(key, value, message):
@@ -235,8 +242,9 @@ def test_bad_finetune_values_name_the_key(key, value, message):
     from lineage.tasks.base import parse_task_config
 
     cfg = {"source": "csv", "finetune": {key: value}}
-    with pytest.raises(DataError, match=re.escape(f"task.t.finetune.{message}")):
+    with pytest.raises(DataError, match=re.escape(message)) as error:
         parse_task_config("t", cfg)
+    assert "task.t.finetune" in str(error.value)
 
 
 def test_body_options_a_net_cannot_take_are_errors_that_name_the_setting():
@@ -254,3 +262,63 @@ def test_body_options_a_net_cannot_take_are_errors_that_name_the_setting():
         _body(lm, "scratch", seed=0, dropout=0.5)
     with pytest.raises(ValueError, match=r"set task.<name>.finetune.task_vocab=false"):
         _body(lm, "finetune", seed=0, n_new=2)
+
+
+def test_lm_stage_loss_is_the_mean_next_word_nll_with_new_words_as_unk():
+    import torch
+
+    from lineage.models.recurrent import RecurrentLM
+    from lineage.tasks.finetune import LMAdaptModule, _collate
+
+    torch.manual_seed(0)
+    net = RecurrentLM(6, cell="lstm", embedding_size=4, hidden_size=4, num_layers=1)
+    net.eval()
+    extended_input = torch.nn.Embedding(8, 4)  # ids 6, 7: task words the output layer lacks
+    with torch.no_grad():
+        extended_input.weight[:6] = net.embedding.weight
+    net.set_input_embeddings(extended_input)
+    eos, unk = 1, 0
+    texts = [[eos, 2, 6, 3, eos], [eos, 7, eos]]
+    batch = _collate(eos)([(t, 0) for t in texts])
+    module = LMAdaptModule(net, lr=1e-3, weight_decay=0.0, n_out=6, unk_id=unk)
+    total, count = module._nll_sum(batch)
+    expected, n = 0.0, 0
+    for text in texts:  # one text at a time, no padding: an independent computation
+        with torch.no_grad():
+            logp = torch.log_softmax(net(torch.tensor([text[:-1]]))[0][0], dim=-1)  # (T, V)
+        for position, target in enumerate(text[1:]):
+            expected -= float(logp[position, target if target < 6 else unk])
+            n += 1
+    assert count == n == 6
+    assert float(total) == pytest.approx(expected, rel=1e-5)
+
+
+def test_lm_stage_lowers_dev_perplexity_then_the_classifier_trains(tiny_cfg, tmp_path):
+    # the class words are new; "the end" gives the LM corpus words to predict after them
+    unseen_csv = write_unseen_csv(tmp_path / "unseen.csv", " the end")
+    cfg = tiny_cfg(
+        "model=lstm_small",
+        "model.max_epochs=1",
+        "task=[csv]",
+        f"task.csv.csv.files.all={unseen_csv}",
+        "task.csv.finetune.enabled=true",
+        "task.csv.finetune.task_vocab=true",
+        "task.csv.finetune.lm_epochs=3",
+        "task.csv.finetune.lm_lr=0.01",
+        "task.csv.finetune.epochs=4",
+        "task.csv.finetune.lr=0.01",
+        "task.csv.finetune.patience=4",
+        "study=lm_stage",
+        tracking="mlflow",
+    )
+    run(cfg)
+    client = MlflowClient(tracking_uri=cfg.tracking.uri)
+    experiment = client.get_experiment_by_name("lm_stage")
+    (child,) = client.search_runs([experiment.experiment_id], "tags.adaptation = 'finetune'")
+    history = [m.value for m in client.get_metric_history(child.info.run_id, "lm/val_ppl")]
+    assert len(history) == 3  # one dev perplexity per LM epoch
+    # dev texts repeat the train ones: "<unk> <unk> <unk> the end <eos>" becomes predictable
+    assert history[-1] < history[0]
+    assert child.data.metrics["csv/lm/val_ppl"] == pytest.approx(min(history))
+    assert child.data.metrics["csv/lm/epochs"] == 3
+    assert child.data.metrics["csv/test/accuracy"] == 1.0
