@@ -9,8 +9,9 @@ accuracy kept (``ModelCheckpoint``), early stopping on dev, then scored once on 
 seeded), so the pair shows what pretraining on the corpus buys.
 
 ``finetune.lm_epochs`` > 0 first continues the LM's own next-word training on the task's train
-texts (each text ``<eos> w1 … wn <eos>``, the LM's output layer over the corpus vocabulary, task
-words beyond it predicted as ``<unk>``), keeping the epoch with the lowest dev perplexity, and
+texts (shuffled once, joined as ``<eos> w1 … wn <eos> v1 …`` and cut into windows of ``max_len``
+tokens, so that no step is spent on padding; the LM's output layer over the corpus vocabulary,
+task words beyond it predicted as ``<unk>``), keeping the epoch with the lowest dev perplexity, and
 only then trains the classifier: the "LM-LSTM" of Dai & Le (2015), "Semi-supervised sequence
 learning", the middle stage of Howard & Ruder (2018). It teaches the body the task's domain and
 the new input rows of ``task_vocab`` before any label is seen. ``scratch`` never does it.
@@ -165,7 +166,7 @@ class LMAdaptModule(L.LightningModule):
         return torch.optim.AdamW(self.net.parameters(), lr=self.lr, weight_decay=self.weight_decay)
 
     def _nll_sum(self, batch) -> tuple[torch.Tensor, int]:
-        tokens, lengths, _ = batch  # (B, T+1): <eos> w1 … wn <eos>, padded
+        tokens, lengths, _ = batch  # (B, T+1) windows of the stream, the last one padded
         inputs, targets = tokens[:, :-1], tokens[:, 1:].clone()  # (B, T)
         targets[targets >= self.n_out] = self.unk_id
         mask = torch.arange(inputs.shape[1])[None] < (lengths[:, None] - 1)  # (B, T)
@@ -206,14 +207,8 @@ def _collate(pad_id: int):
     return collate
 
 
-def _loader(
-    ids, y, cfg: FinetuneConfig, pad_id: int, shuffle: bool, seed: int, end: bool = False
-) -> DataLoader:
-    """Texts as ``<eos> w1 … w_max_len`` (and a closing ``<eos>`` with ``end``), batched."""
-    tail = [pad_id] if end else []
-    items = [
-        ([pad_id, *t[: cfg.max_len], *tail], int(label)) for t, label in zip(ids, y, strict=True)
-    ]
+def _loader(ids, y, cfg: FinetuneConfig, pad_id: int, shuffle: bool, seed: int) -> DataLoader:
+    items = [([pad_id, *t[: cfg.max_len]], int(label)) for t, label in zip(ids, y, strict=True)]
     generator = torch.Generator().manual_seed(seed) if shuffle else None
     return DataLoader(
         items,
@@ -283,6 +278,28 @@ def _body(model, adaptation: str, seed: int, n_new: int = 0, dropout: float | No
     return build(spec, vocab_size=len(model.vocab) + n_new)
 
 
+def _stream_loader(
+    ids: list[list[int]], cfg: FinetuneConfig, pad_id: int, shuffle: bool, seed: int
+) -> DataLoader:
+    """Texts (in a seeded random order with ``shuffle``) joined by ``<eos>`` into one stream,
+    cut into windows of ``max_len`` inputs (+ the next token as the last target)."""
+    order = np.random.default_rng(seed).permutation(len(ids)) if shuffle else range(len(ids))
+    stream = [pad_id]
+    for i in order:
+        stream.extend(ids[i][: cfg.max_len])
+        stream.append(pad_id)
+    n = cfg.max_len
+    windows = [(stream[s : s + n + 1], 0) for s in range(0, len(stream) - 1, n)]
+    generator = torch.Generator().manual_seed(seed) if shuffle else None
+    return DataLoader(
+        windows,
+        batch_size=cfg.batch_size,
+        shuffle=shuffle,
+        generator=generator,
+        collate_fn=_collate(pad_id),
+    )
+
+
 def _trainer(cfg: FinetuneConfig, root: Path, logger, callbacks, max_epochs: int, **kwargs):
     return L.Trainer(
         accelerator="cpu",
@@ -326,7 +343,7 @@ def adapt_lm(
     stop = EarlyStopping("lm/val_loss", mode="min", patience=cfg.patience)
     trainer = _trainer(cfg, root, logger, [checkpoint, stop], cfg.lm_epochs)
     loaders = [
-        _loader(*view[split], cfg, pad_id, shuffle=split == "train", seed=seed, end=True)
+        _stream_loader(view[split][0], cfg, pad_id, shuffle=split == "train", seed=seed)
         for split in ("train", "val")
     ]
     trainer.fit(module, *loaders)

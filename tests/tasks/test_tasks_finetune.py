@@ -322,3 +322,24 @@ def test_lm_stage_lowers_dev_perplexity_then_the_classifier_trains(tiny_cfg, tmp
     assert child.data.metrics["csv/lm/val_ppl"] == pytest.approx(min(history))
     assert child.data.metrics["csv/lm/epochs"] == 3
     assert child.data.metrics["csv/test/accuracy"] == 1.0
+
+
+def test_lm_stage_stream_predicts_every_token_once_without_padding_waste():
+    from lineage.tasks.base import FinetuneConfig
+    from lineage.tasks.finetune import _stream_loader
+
+    eos = 1
+    texts = [[2, 3], [4], [5, 6, 7]]  # max_len 2 keeps [5, 6]
+    cfg = FinetuneConfig(max_len=2, batch_size=3)
+    tokens, lengths, _ = zip(*_stream_loader(texts, cfg, eos, shuffle=False, seed=0), strict=True)
+    targets = [
+        int(t)
+        for batch, n in zip(tokens, lengths, strict=True)
+        for row, k in zip(batch, n, strict=True)
+        for t in row[1:k]
+    ]
+    assert targets == [2, 3, eos, 4, eos, 5, 6, eos]  # the stream after its first <eos>
+    shuffled = _stream_loader(texts * 50, cfg, eos, shuffle=True, seed=0)
+    windows = [row[:k] for batch, n, _ in shuffled for row, k in zip(batch, n, strict=True)]
+    assert sum(len(w) - 1 for w in windows) == 50 * 8  # each token a target once per epoch
+    assert sum(len(w) < 3 for w in windows) <= 1  # only the stream's last window is short
