@@ -241,6 +241,51 @@ class Run:
 
         return RunLogger(tracking_uri=self.tracking_uri, run_id=self.run_id)
 
+    def take_over(self, previous_run_id: str, max_step: int) -> None:
+        """Continue ``previous_run_id``'s record in this run: a fit resumed from its checkpoint.
+
+        Copies the previous run's metric points up to ``max_step`` (the checkpoint's global
+        step; the points after it belong to the epoch the checkpoint does not hold), with their
+        steps and timestamps, so that this run's curves start at epoch 1; a (key, step) this run
+        already has is kept as it is. Tags ``resumed_from`` here and ``resumed_by`` there, and a
+        previous run still RUNNING (its process was killed, e.g. SIGKILL, and could not end it)
+        is marked FAILED. A previous run missing from this store is only logged.
+        """
+        from mlflow.entities import Metric
+        from mlflow.exceptions import MlflowException
+
+        try:
+            previous = self.client.get_run(previous_run_id)
+        except MlflowException:
+            log.warning(
+                "resumed from a checkpoint of run %s, which is not in %s: its metrics before "
+                "the checkpoint are not copied",
+                previous_run_id,
+                self.tracking_uri,
+            )
+            return
+        own = self.client.get_run(self.run_id).data.metrics
+        points = []
+        for key in previous.data.metrics:
+            have = set()
+            if key in own:
+                have = {m.step for m in self.client.get_metric_history(self.run_id, key)}
+            for m in self.client.get_metric_history(previous_run_id, key):
+                if m.step <= max_step and m.step not in have:
+                    points.append(Metric(key, m.value, m.timestamp, m.step))
+        for i in range(0, len(points), 1000):  # MLflow's batch limit
+            self.client.log_batch(self.run_id, metrics=points[i : i + 1000])
+        self.client.set_tag(self.run_id, "resumed_from", previous_run_id)
+        self.client.set_tag(previous_run_id, "resumed_by", self.run_id)
+        if previous.info.status == "RUNNING":
+            self.client.set_terminated(previous_run_id, "FAILED")
+        log.info(
+            "resumed run %s: %d metric points up to step %d copied from it",
+            previous_run_id,
+            len(points),
+            max_step,
+        )
+
     def log_params(self, params: Mapping[str, str]) -> None:
         from mlflow.entities import Param
 

@@ -82,6 +82,25 @@ def _validate_stages(stages: Sequence[str]) -> list[str]:
     return list(stages)
 
 
+def _take_over(tracker, ckpt_path: str) -> None:
+    """The run whose checkpoint this job resumes hands its record over to ``tracker``'s run."""
+    import torch
+
+    if ckpt_path in ("last", "best", "hpc", "registry"):  # Lightning finds these itself
+        return
+    if not Path(ckpt_path).is_file():
+        raise FileNotFoundError(
+            f"ckpt_path={ckpt_path}: no such checkpoint file; give the path of a Lightning "
+            "checkpoint (e.g. <run dir>/checkpoints/last.ckpt) or drop ckpt_path"
+        )
+    checkpoint = torch.load(ckpt_path, map_location="cpu", weights_only=False, mmap=True)
+    previous = checkpoint.get("mlflow_run_id")
+    if previous is None:  # a checkpoint written before runs recorded their id, or untracked
+        log.info("%s holds no MLflow run id: the new run starts its own record", ckpt_path)
+        return
+    tracker.take_over(previous, int(checkpoint.get("global_step", 0)))
+
+
 def run(cfg: DictConfig, callbacks: Sequence = ()) -> dict[str, float]:
     """Run one job; returns the final metrics (also logged to MLflow when tracking is on).
 
@@ -93,6 +112,7 @@ def run(cfg: DictConfig, callbacks: Sequence = ()) -> dict[str, float]:
 
     from lineage import __version__
     from lineage.interface import Capability, FitMode
+    from lineage.modules.base import RunIdInCheckpoint
     from lineage.tracking import config_hash, find_finished, flatten, git_info, mlflow_run, resolved
 
     stages = _validate_stages(cfg.stages)
@@ -175,9 +195,14 @@ def run(cfg: DictConfig, callbacks: Sequence = ()) -> dict[str, float]:
             datamodule.vocab_size,
         )
 
+        if tracker is not None and cfg.get("ckpt_path"):
+            _take_over(tracker, str(cfg.ckpt_path))
         trainer_kwargs = {
             "logger": tracker.lightning_logger() if tracker is not None else False,
-            "callbacks": list(callbacks),
+            "callbacks": [
+                *callbacks,
+                *([RunIdInCheckpoint(tracker.run_id)] if tracker is not None else []),
+            ],
             "default_root_dir": str(out_dir),
             **model.trainer_overrides(),
         }

@@ -93,3 +93,39 @@ def test_resume_continues_the_epoch_count_and_the_lr_schedule(tmp_path):
     before = torch.load(last, weights_only=True)["lineage_train_seconds"]
     assert before > 0
     assert results["cost/train_seconds"] > before
+
+
+def test_a_resumed_run_continues_the_killed_runs_record_in_mlflow(tmp_path):
+    from mlflow.tracking import MlflowClient
+
+    tracked = [
+        *[o for o in OVERRIDES if o != "tracking=none"],
+        "tracking=mlflow",
+        f"paths.mlruns_dir={tmp_path / 'mlruns'}",
+        "tracking.log_model=false",
+        "study=resume",
+    ]
+    first = _Record()
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        run(compose_train(tracked, tmp_path / "first"), callbacks=[first, _Crash(epoch=4)])
+    (last,) = (tmp_path / "first").rglob("last.ckpt")
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}")
+    (killed,) = client.search_runs([client.get_experiment_by_name("resume").experiment_id])
+    assert torch.load(last, weights_only=True)["mlflow_run_id"] == killed.info.run_id
+    # a SIGKILL leaves the run RUNNING: nothing in the process could end it
+    client.update_run(killed.info.run_id, status="RUNNING")
+
+    resumed = _Record()
+    run(compose_train([*tracked, f"ckpt_path={last}"], tmp_path / "resumed"), callbacks=[resumed])
+    runs = client.search_runs([killed.info.experiment_id], order_by=["attributes.start_time"])
+    old, new = runs
+    assert old.info.status == "FAILED" and old.data.tags["resumed_by"] == new.info.run_id
+    assert new.info.status == "FINISHED" and new.data.tags["resumed_from"] == old.info.run_id
+    history = client.get_metric_history(new.info.run_id, "val/ppl")
+    per_step: dict[int, float] = {}  # the first value of a step (the report's rule)
+    for m in sorted(history, key=lambda m: (m.step, m.timestamp)):
+        per_step.setdefault(m.step, m.value)
+    # epochs 1-4 from the killed run, 5-6 from the resumed fit, one value per epoch's step
+    assert list(per_step.values()) == pytest.approx(first.val_ppl + resumed.val_ppl)
+    tokens = client.get_metric_history(new.info.run_id, "train/tokens")
+    assert len(tokens) == 1  # logged by both runs at step 0: kept once

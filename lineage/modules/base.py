@@ -24,6 +24,17 @@ from lineage.metrics import perplexity_metrics
 EVAL_SPLITS = ("val", "test")
 
 
+class RunIdInCheckpoint(L.Callback):
+    """Writes the MLflow run id into every checkpoint (``mlflow_run_id``), so that a fit
+    resumed from it continues that run's record (:meth:`lineage.tracking.Run.take_over`)."""
+
+    def __init__(self, run_id: str):
+        self.run_id = run_id
+
+    def on_save_checkpoint(self, trainer, pl_module, checkpoint: dict) -> None:
+        checkpoint["mlflow_run_id"] = self.run_id
+
+
 class LineageModule(L.LightningModule):
     """Base of every family's LightningModule.
 
