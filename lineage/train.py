@@ -112,7 +112,7 @@ def run(cfg: DictConfig, callbacks: Sequence = ()) -> dict[str, float]:
 
     from lineage import __version__
     from lineage.interface import Capability, FitMode
-    from lineage.modules.base import RunIdInCheckpoint
+    from lineage.modules.base import ResumeState
     from lineage.tracking import config_hash, find_finished, flatten, git_info, mlflow_run, resolved
 
     stages = _validate_stages(cfg.stages)
@@ -201,7 +201,7 @@ def run(cfg: DictConfig, callbacks: Sequence = ()) -> dict[str, float]:
             "logger": tracker.lightning_logger() if tracker is not None else False,
             "callbacks": [
                 *callbacks,
-                *([RunIdInCheckpoint(tracker.run_id)] if tracker is not None else []),
+                ResumeState(cfg.seed, tracker.run_id if tracker is not None else None),
             ],
             "default_root_dir": str(out_dir),
             **model.trainer_overrides(),

@@ -63,22 +63,25 @@ def _one_thread():
     torch.set_num_threads(threads)
 
 
-def test_resume_continues_the_epoch_count_and_the_lr_schedule(tmp_path):
+@pytest.mark.parametrize("dropout", [0.0, 0.5])
+def test_resume_continues_the_epoch_count_and_the_lr_schedule(tmp_path, dropout):
+    # with dropout the masks continue too: the generators' states are in the checkpoint
+    overrides = [*OVERRIDES, f"model.net.dropout={dropout}"]
     whole = _Record()
-    expected = run(compose_train(OVERRIDES, tmp_path / "whole"), callbacks=[whole])
+    expected = run(compose_train(overrides, tmp_path / "whole"), callbacks=[whole])
     steps_per_epoch = whole.epochs[1][1]
     assert [lr for _, _, lr in whole.epochs] == pytest.approx([0.3, 0.3, 0.3, 0.3, 0.15, 0.075])
 
     first = _Record()
     with pytest.raises(RuntimeError, match="simulated crash"):
-        run(compose_train(OVERRIDES, tmp_path / "first"), callbacks=[first, _Crash(epoch=4)])
+        run(compose_train(overrides, tmp_path / "first"), callbacks=[first, _Crash(epoch=4)])
     last = tmp_path / "first" / "run" / "checkpoints" / "last.ckpt"
     assert last.is_file(), "the module's ModelCheckpoint keeps last.ckpt for resuming"
     assert torch.load(last, weights_only=True)["epoch"] == 3
 
     resumed = _Record()
     results = run(
-        compose_train([*OVERRIDES, f"ckpt_path={last}"], tmp_path / "resumed"),
+        compose_train([*overrides, f"ckpt_path={last}"], tmp_path / "resumed"),
         callbacks=[resumed],
     )
     # starts at epoch 4 from the saved step, with the decayed learning rate, then decays again

@@ -10,6 +10,7 @@ torchmetrics ``SumMetric``s: moving such a metric to a device resets its input d
 
 from __future__ import annotations
 
+import random
 import time
 from collections.abc import Sequence
 
@@ -24,15 +25,49 @@ from lineage.metrics import perplexity_metrics
 EVAL_SPLITS = ("val", "test")
 
 
-class RunIdInCheckpoint(L.Callback):
-    """Writes the MLflow run id into every checkpoint (``mlflow_run_id``), so that a fit
-    resumed from it continues that run's record (:meth:`lineage.tracking.Run.take_over`)."""
+class ResumeState(L.Callback):
+    """What a fit resumed from a checkpoint needs beyond Lightning's own state.
 
-    def __init__(self, run_id: str):
+    * ``rng_states``: the torch, NumPy and Python generators at the checkpoint, restored when a
+      fit resumes from it. Lightning keeps the step, the optimizer and the schedule but not these,
+      so a resumed run would draw again the dropout masks of epoch 1, in the same order over the
+      same contiguous batches (a fixed mask per position is a much weaker regulariser). A
+      checkpoint without them (written before they were kept) gets generators seeded from
+      (seed, global step) instead: new masks, reproducibly.
+    * ``mlflow_run_id``: the run that wrote the checkpoint, whose record the resumed run continues
+      (:meth:`lineage.tracking.Run.take_over`); absent without tracking.
+
+    The states are stored as tensors and plain numbers, so the checkpoint still loads with
+    ``torch.load(..., weights_only=True)``.
+    """
+
+    def __init__(self, seed: int, run_id: str | None = None):
+        self.seed = int(seed)
         self.run_id = run_id
 
     def on_save_checkpoint(self, trainer, pl_module, checkpoint: dict) -> None:
-        checkpoint["mlflow_run_id"] = self.run_id
+        name, keys, pos, has_gauss, gauss = np.random.get_state()
+        version, state, py_gauss = random.getstate()
+        checkpoint["rng_states"] = {
+            "torch": torch.get_rng_state(),
+            "numpy": [name, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, gauss],
+            "python": [version, torch.tensor(state, dtype=torch.int64), py_gauss],
+        }
+        if self.run_id is not None:
+            checkpoint["mlflow_run_id"] = self.run_id
+
+    def on_load_checkpoint(self, trainer, pl_module, checkpoint: dict) -> None:
+        if trainer.state.fn != "fit":  # scoring a checkpoint draws nothing
+            return
+        states = checkpoint.get("rng_states")
+        if states is None:
+            L.seed_everything(self.seed + int(checkpoint.get("global_step", 0)), verbose=False)
+            return
+        torch.set_rng_state(states["torch"])
+        name, keys, pos, has_gauss, gauss = states["numpy"]
+        np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
+        version, state, py_gauss = states["python"]
+        random.setstate((version, tuple(int(x) for x in state), py_gauss))
 
 
 class LineageModule(L.LightningModule):
