@@ -89,7 +89,9 @@ def _take_over(tracker, ckpt_path: str) -> None:
     if ckpt_path in ("last", "best", "hpc", "registry"):  # Lightning finds these itself
         return
     if not Path(ckpt_path).is_file():
-        raise FileNotFoundError(
+        from lineage.data.sources import DataError
+
+        raise DataError(
             f"ckpt_path={ckpt_path}: no such checkpoint file; give the path of a Lightning "
             "checkpoint (e.g. <run dir>/checkpoints/last.ckpt) or drop ckpt_path"
         )

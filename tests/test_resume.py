@@ -132,3 +132,25 @@ def test_a_resumed_run_continues_the_killed_runs_record_in_mlflow(tmp_path):
     assert list(per_step.values()) == pytest.approx(first.val_ppl + resumed.val_ppl)
     tokens = client.get_metric_history(new.info.run_id, "train/tokens")
     assert len(tokens) == 1  # logged by both runs at step 0: kept once
+
+
+def test_a_missing_checkpoint_is_a_clear_error_and_the_run_is_failed(tmp_path):
+    from mlflow.tracking import MlflowClient
+
+    from lineage.data.sources import DataError
+
+    missing = tmp_path / "nowhere" / "last.ckpt"
+    cfg = compose_train(
+        [
+            *[o for o in OVERRIDES if o != "tracking=none"],
+            "tracking=mlflow",
+            f"ckpt_path={missing}",
+            "study=resume_missing",
+        ],
+        tmp_path,
+    )
+    with pytest.raises(DataError, match=rf"ckpt_path={missing}: no such checkpoint file"):
+        run(cfg)
+    client = MlflowClient(tracking_uri=cfg.tracking.uri)
+    (failed,) = client.search_runs([client.get_experiment_by_name("resume_missing").experiment_id])
+    assert failed.info.status == "FAILED"
