@@ -83,7 +83,8 @@ def _validate_stages(stages: Sequence[str]) -> list[str]:
 
 
 def _take_over(tracker, ckpt_path: str) -> None:
-    """The run whose checkpoint this job resumes hands its record over to ``tracker``'s run."""
+    """Check ``ckpt_path``; the run that wrote it hands its record over to ``tracker``'s run
+    (if tracking is on)."""
     import torch
 
     if ckpt_path in ("last", "best", "hpc", "registry"):  # Lightning finds these itself
@@ -95,6 +96,8 @@ def _take_over(tracker, ckpt_path: str) -> None:
             f"ckpt_path={ckpt_path}: no such checkpoint file; give the path of a Lightning "
             "checkpoint (e.g. <run dir>/checkpoints/last.ckpt) or drop ckpt_path"
         )
+    if tracker is None:
+        return
     checkpoint = torch.load(ckpt_path, map_location="cpu", weights_only=False, mmap=True)
     previous = checkpoint.get("mlflow_run_id")
     if previous is None:  # a checkpoint written before runs recorded their id, or untracked
@@ -197,7 +200,7 @@ def run(cfg: DictConfig, callbacks: Sequence = ()) -> dict[str, float]:
             datamodule.vocab_size,
         )
 
-        if tracker is not None and cfg.get("ckpt_path"):
+        if cfg.get("ckpt_path"):
             _take_over(tracker, str(cfg.ckpt_path))
         trainer_kwargs = {
             "logger": tracker.lightning_logger() if tracker is not None else False,

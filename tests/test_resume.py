@@ -140,6 +140,9 @@ def test_a_missing_checkpoint_is_a_clear_error_and_the_run_is_failed(tmp_path):
     from lineage.data.sources import DataError
 
     missing = tmp_path / "nowhere" / "last.ckpt"
+    untracked = compose_train([*OVERRIDES, f"ckpt_path={missing}"], tmp_path / "untracked")
+    with pytest.raises(DataError, match=rf"ckpt_path={missing}: no such checkpoint file"):
+        run(untracked)
     cfg = compose_train(
         [
             *[o for o in OVERRIDES if o != "tracking=none"],
