@@ -61,7 +61,11 @@ class ResumeState(L.Callback):
             return
         states = checkpoint.get("rng_states")
         if states is None:
-            L.seed_everything(self.seed + int(checkpoint.get("global_step", 0)), verbose=False)
+            # not L.seed_everything: its PL_GLOBAL_SEED is the run's seed for the tasks
+            seed = self.seed + int(checkpoint.get("global_step", 0))
+            torch.manual_seed(seed)
+            np.random.seed(seed % 2**32)
+            random.seed(seed)
             return
         torch.set_rng_state(states["torch"])
         name, keys, pos, has_gauss, gauss = states["numpy"]
