@@ -273,8 +273,7 @@ class Run:
             for m in self.client.get_metric_history(previous_run_id, key):
                 if m.step <= max_step and m.step not in have:
                     points.append(Metric(key, m.value, m.timestamp, m.step))
-        for i in range(0, len(points), 1000):  # MLflow's batch limit
-            self.client.log_batch(self.run_id, metrics=points[i : i + 1000])
+        self._log_points(points)
         self.client.set_tag(self.run_id, "resumed_from", previous_run_id)
         self.client.set_tag(previous_run_id, "resumed_by", self.run_id)
         if previous.info.status == "RUNNING":
@@ -299,9 +298,11 @@ class Run:
         from mlflow.entities import Metric
 
         now = int(time.time() * 1000)
-        items = [Metric(k, float(v), now, step) for k, v in metrics.items()]
-        for i in range(0, len(items), 1000):
-            self.client.log_batch(self.run_id, metrics=items[i : i + 1000])
+        self._log_points([Metric(k, float(v), now, step) for k, v in metrics.items()])
+
+    def _log_points(self, points: list) -> None:
+        for i in range(0, len(points), 1000):  # MLflow's batch limit
+            self.client.log_batch(self.run_id, metrics=points[i : i + 1000])
 
     def set_tags(self, tags: Mapping[str, str]) -> None:
         from mlflow.entities import RunTag

@@ -207,8 +207,8 @@ def _collate(pad_id: int):
     return collate
 
 
-def _loader(ids, y, cfg: FinetuneConfig, pad_id: int, shuffle: bool, seed: int) -> DataLoader:
-    items = [([pad_id, *t[: cfg.max_len]], int(label)) for t, label in zip(ids, y, strict=True)]
+def _batches(items, cfg: FinetuneConfig, pad_id: int, shuffle: bool, seed: int) -> DataLoader:
+    """(ids, label) items in batches of ``cfg.batch_size``, in a seeded order with ``shuffle``."""
     generator = torch.Generator().manual_seed(seed) if shuffle else None
     return DataLoader(
         items,
@@ -217,6 +217,11 @@ def _loader(ids, y, cfg: FinetuneConfig, pad_id: int, shuffle: bool, seed: int) 
         generator=generator,
         collate_fn=_collate(pad_id),
     )
+
+
+def _loader(ids, y, cfg: FinetuneConfig, pad_id: int, shuffle: bool, seed: int) -> DataLoader:
+    items = [([pad_id, *t[: cfg.max_len]], int(label)) for t, label in zip(ids, y, strict=True)]
+    return _batches(items, cfg, pad_id, shuffle, seed)
 
 
 def extend_input_embeddings(net: nn.Module, n_new: int, seed: int = 0) -> None:
@@ -290,14 +295,7 @@ def _stream_loader(
         stream.append(pad_id)
     n = cfg.max_len
     windows = [(stream[s : s + n + 1], 0) for s in range(0, len(stream) - 1, n)]
-    generator = torch.Generator().manual_seed(seed) if shuffle else None
-    return DataLoader(
-        windows,
-        batch_size=cfg.batch_size,
-        shuffle=shuffle,
-        generator=generator,
-        collate_fn=_collate(pad_id),
-    )
+    return _batches(windows, cfg, pad_id, shuffle, seed)
 
 
 def _trainer(cfg: FinetuneConfig, root: Path, logger, callbacks, max_epochs: int, **kwargs):
@@ -391,9 +389,10 @@ def train_classifier(
     body = _body(model, adaptation, seed, n_new, cfg.body_dropout)
     out: dict[str, Any] = {}
     if adaptation == "finetune" and cfg.lm_epochs > 0:
-        n_out = len(model.vocab)
-        lm_root = root / "lm"
-        out["lm"] = adapt_lm(body, view, cfg, lm_root, n_out, model.vocab.unk_id, pad, seed, logger)
+        vocab = model.vocab  # the LM's output layer: corpus ids only
+        out["lm"] = adapt_lm(
+            body, view, cfg, root / "lm", len(vocab), vocab.unk_id, pad, seed, logger
+        )
         log.info(
             "LM adaptation on the task's train texts: dev perplexity %.2f after %d epochs",
             out["lm"]["val_ppl"],
@@ -531,8 +530,8 @@ def finetune_task(
             metrics[f"{name}/finetune/epochs"] = float(np.mean(epochs))
             if new_words:
                 metrics[f"{name}/finetune/new_words"] = float(np.mean(new_words))
-            for key in ("val_ppl", "epochs"):  # LM adaptation on the task's texts
-                if lm:
+            if lm:  # LM adaptation on the task's texts
+                for key in ("val_ppl", "epochs"):
                     metrics[f"{name}/lm/{key}"] = float(np.mean([r[key] for r in lm]))
             path = write_confusion(
                 Path(out_dir) / "finetune" / "confusion" / adaptation / f"{name}.csv",
