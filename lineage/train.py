@@ -82,11 +82,7 @@ def _validate_stages(stages: Sequence[str]) -> list[str]:
     return list(stages)
 
 
-def _take_over(tracker, ckpt_path: str) -> None:
-    """Check ``ckpt_path``; the run that wrote it hands its record over to ``tracker``'s run
-    (if tracking is on)."""
-    import torch
-
+def _check_ckpt_path(ckpt_path: str) -> None:
     if ckpt_path in ("last", "best", "hpc", "registry"):  # Lightning finds these itself
         return
     if not Path(ckpt_path).is_file():
@@ -96,14 +92,6 @@ def _take_over(tracker, ckpt_path: str) -> None:
             f"ckpt_path={ckpt_path}: no such checkpoint file; give the path of a Lightning "
             "checkpoint (e.g. <run dir>/checkpoints/last.ckpt) or drop ckpt_path"
         )
-    if tracker is None:
-        return
-    checkpoint = torch.load(ckpt_path, map_location="cpu", weights_only=False, mmap=True)
-    previous = checkpoint.get("mlflow_run_id")
-    if previous is None:  # a checkpoint written before runs recorded their id, or untracked
-        log.info("%s holds no MLflow run id: the new run starts its own record", ckpt_path)
-        return
-    tracker.take_over(previous, int(checkpoint.get("global_step", 0)))
 
 
 def run(cfg: DictConfig, callbacks: Sequence = ()) -> dict[str, float]:
@@ -201,12 +189,14 @@ def run(cfg: DictConfig, callbacks: Sequence = ()) -> dict[str, float]:
         )
 
         if cfg.get("ckpt_path"):
-            _take_over(tracker, str(cfg.ckpt_path))
+            _check_ckpt_path(str(cfg.ckpt_path))
         trainer_kwargs = {
             "logger": tracker.lightning_logger() if tracker is not None else False,
             "callbacks": [
                 *callbacks,
-                ResumeState(cfg.seed, tracker.run_id if tracker is not None else None),
+                ResumeState(cfg.seed)
+                if tracker is None
+                else ResumeState(cfg.seed, tracker.run_id, on_resume=tracker.take_over),
             ],
             "default_root_dir": str(out_dir),
             **model.trainer_overrides(),

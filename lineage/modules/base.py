@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import random
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import lightning as L
 import numpy as np
@@ -34,16 +34,23 @@ class ResumeState(L.Callback):
       same contiguous batches (a fixed mask per position is a much weaker regulariser). A
       checkpoint without them (written before they were kept) gets generators seeded from
       (seed, global step) instead: new masks, reproducibly.
-    * ``mlflow_run_id``: the run that wrote the checkpoint, whose record the resumed run continues
-      (:meth:`lineage.tracking.Run.take_over`); absent without tracking.
+    * ``mlflow_run_id``: the run that wrote the checkpoint; absent without tracking. A fit
+      resumed from it calls ``on_resume(run_id, global_step)``, so that the new run continues
+      that run's record (:meth:`lineage.tracking.Run.take_over`).
 
     The states are stored as tensors and plain numbers, so the checkpoint still loads with
     ``torch.load(..., weights_only=True)``.
     """
 
-    def __init__(self, seed: int, run_id: str | None = None):
+    def __init__(
+        self,
+        seed: int,
+        run_id: str | None = None,
+        on_resume: Callable[[str, int], None] | None = None,
+    ):
         self.seed = int(seed)
         self.run_id = run_id
+        self.on_resume = on_resume
 
     def on_save_checkpoint(self, trainer, pl_module, checkpoint: dict) -> None:
         name, keys, pos, has_gauss, gauss = np.random.get_state()
@@ -59,6 +66,9 @@ class ResumeState(L.Callback):
     def on_load_checkpoint(self, trainer, pl_module, checkpoint: dict) -> None:
         if trainer.state.fn != "fit":  # scoring a checkpoint draws nothing
             return
+        previous = checkpoint.get("mlflow_run_id")
+        if self.on_resume is not None and previous is not None:
+            self.on_resume(previous, int(checkpoint.get("global_step", 0)))
         states = checkpoint.get("rng_states")
         if states is None:
             # not L.seed_everything: its PL_GLOBAL_SEED is the run's seed for the tasks
