@@ -241,7 +241,7 @@ def run(cfg: DictConfig, callbacks: Sequence = ()) -> dict[str, float]:
         if cfg.get("task"):  # downstream tasks (conf/task/), scored for every family
             from lineage.tasks import evaluate_tasks
 
-            results.update(evaluate_tasks(cfg.task, model, datamodule, tracker, out_dir))
+            results.update(evaluate_tasks(cfg.task, model, datamodule, tracker, out_dir, cfg.seed))
 
         cost = {f"cost/{k}": v for k, v in model.cost().items()}
         cost["cost/peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

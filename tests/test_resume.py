@@ -178,6 +178,6 @@ def test_a_checkpoint_without_generator_states_resumes_with_new_reproducible_mas
         return record.val_ppl
 
     from_old = resume("old", old)
-    assert os.environ["PL_GLOBAL_SEED"] == "5"  # the run's seed stays the tasks' seed
+    assert os.environ["PL_GLOBAL_SEED"] == "5"  # the run's seed stays the workers' seed
     assert resume("old_again", old) == from_old  # seeded from (seed, step): reproducible
     assert from_old != pytest.approx(resume("kept", last), rel=1e-6)  # other masks than kept

@@ -71,7 +71,8 @@ class ResumeState(L.Callback):
             self.on_resume(previous, int(checkpoint.get("global_step", 0)))
         states = checkpoint.get("rng_states")
         if states is None:
-            # not L.seed_everything: its PL_GLOBAL_SEED is the run's seed for the tasks
+            # not L.seed_everything: it would overwrite PL_GLOBAL_SEED (the run's seed, which
+            # Lightning's dataloader workers derive theirs from)
             seed = self.seed + int(checkpoint.get("global_step", 0))
             torch.manual_seed(seed)
             np.random.seed(seed % 2**32)

@@ -24,7 +24,6 @@ and ``scratch`` as an MLflow child run of the job's run, tagged ``adaptation`` (
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -204,11 +203,9 @@ def answer_task(
     }
 
 
-def _seed() -> int:
-    return int(os.environ.get("PL_GLOBAL_SEED", "0"))  # set by L.seed_everything(cfg.seed)
-
-
-def evaluate_tasks(task_cfg: Any, model, datamodule, tracker, out_dir) -> dict[str, float]:
+def evaluate_tasks(
+    task_cfg: Any, model, datamodule, tracker, out_dir, seed: int = 0
+) -> dict[str, float]:
     """Answer every task of ``task_cfg`` with ``model``; log to ``tracker`` (may be None).
 
     Args:
@@ -217,6 +214,8 @@ def evaluate_tasks(task_cfg: Any, model, datamodule, tracker, out_dir) -> dict[s
         datamodule: the run's corpus (tokenisation settings and vocabulary).
         tracker: the job's :class:`lineage.tracking.Run`, or None when tracking is off.
         out_dir: the job's output directory (confusion matrices are written under it).
+        seed: the run's seed: the probe's and the classifiers' initialisation and data order
+            (the task's splits have their own fixed seeds in the task config).
 
     Returns:
         Every downstream metric, named as design.md §4 says.
@@ -239,7 +238,7 @@ def evaluate_tasks(task_cfg: Any, model, datamodule, tracker, out_dir) -> dict[s
             log.info("task %s: %s", name, note)
         if tracker is not None:
             tracker.log_datasets(f"task-{name}", data.describe())
-        answer = answer_task(name, cfg, data, model, encoder, _seed())
+        answer = answer_task(name, cfg, data, model, encoder, seed)
         if answer is None:
             tags[f"task.{name}.status"] = "unsupported"
             log.info("task %s: unsupported by %s (shown as —)", name, model.family)
@@ -269,7 +268,7 @@ def evaluate_tasks(task_cfg: Any, model, datamodule, tracker, out_dir) -> dict[s
         if cfg.finetune.enabled:
             from lineage.tasks.finetune import finetune_task
 
-            finetune_task(name, cfg, data, model, encoder, tracker, out_dir)  # child runs
+            finetune_task(name, cfg, data, model, encoder, tracker, out_dir, seed)  # child runs
     if adaptations:
         tags["adaptation"] = ",".join(sorted(adaptations))
     if tracker is not None:

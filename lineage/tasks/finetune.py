@@ -447,14 +447,14 @@ def _child_tags(tracker, task: str, adaptation: str) -> dict[str, str]:
 
 
 def finetune_task(
-    name: str, cfg: TaskConfig, data: TaskData, model, encoder, tracker, out_dir
+    name: str, cfg: TaskConfig, data: TaskData, model, encoder, tracker, out_dir, seed: int = 0
 ) -> dict[str, dict[str, float]]:
     """Fine-tune (and, with ``finetune.scratch``, train from scratch) on one task.
 
     Returns ``{adaptation: metrics}`` (metrics named ``{task}/{split}/{metric}``), also written
     to ``{out_dir}/finetune/{task}-{adaptation}.json`` and logged as child MLflow runs.
     """
-    from lineage.tasks import _folds, _seed, _split_view
+    from lineage.tasks import _folds, _split_view
     from lineage.tracking import Run
 
     if not can_finetune(model):
@@ -462,7 +462,6 @@ def finetune_task(
             tracker.set_tags({f"task.{name}.finetune": "unsupported"})
         log.info("task %s: fine-tuning unsupported by %s", name, model.family)
         return {}
-    seed = _seed()
     n_classes = len(data.classes)
     adaptations = [
         *(["finetune"] if cfg.finetune.pretrained else []),
