@@ -85,6 +85,9 @@ def test_parallel_sweep_on_one_sqlite_store(tmp_path):
         missing = [m for m in COMPLETE if m not in r.data.metrics]
         assert not missing, (r.info.run_name, missing)
         assert r.data.tags["study_kind"] == "test" and r.data.tags["config_hash"]
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path}/mlruns/mlflow.db")
+    hydra_files = {a.path for a in client.list_artifacts(runs[0].info.run_id, ".hydra")}
+    assert hydra_files == {".hydra/config.yaml", ".hydra/hydra.yaml", ".hydra/overrides.yaml"}
     with sqlite3.connect(tmp_path / "mlruns" / "mlflow.db") as db:
         assert db.execute("PRAGMA integrity_check").fetchone() == ("ok",)
 
