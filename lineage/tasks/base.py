@@ -88,10 +88,11 @@ class FinetuneConfig:
             does. Off by default: the protocol's rows read tasks through the corpus vocabulary
             (design.md §3).
         task_vocab_min_count: the rarer train words stay ``<unk>``.
-        lm_epochs: ``finetune`` only: before the classifier, continue the LM's next-word
-            training on the task's train texts for up to this many epochs, keeping the one with
-            the lowest dev perplexity (Dai & Le 2015; 0: off). Early stopping uses
-            ``patience``; dropout is the body's (``body_dropout``).
+        lm_epochs: before the classifier, train the body as a next-word LM on the task's
+            train texts for up to this many epochs, keeping the one with the lowest dev
+            perplexity (Dai & Le 2015; 0: off): ``finetune`` continues the corpus LM,
+            ``scratch`` starts from random weights. Early stopping uses ``patience``; dropout
+            is the body's (``body_dropout``).
         lm_lr: AdamW learning rate of that LM stage.
     """
 

@@ -14,7 +14,9 @@ tokens, so that no step is spent on padding; the LM's output layer over the corp
 task words beyond it predicted as ``<unk>``), keeping the epoch with the lowest dev perplexity, and
 only then trains the classifier: the "LM-LSTM" of Dai & Le (2015), "Semi-supervised sequence
 learning", the middle stage of Howard & Ruder (2018). It teaches the body the task's domain and
-the new input rows of ``task_vocab`` before any label is seen. ``scratch`` never does it.
+the new input rows of ``task_vocab`` before any label is seen. ``scratch`` does it too, from
+random weights (Dai & Le's LM-LSTM proper: pretrained on the task's texts alone), so the pair
+still differs only in the corpus pretraining.
 
 Each adaptation is its own MLflow run, a child of the job's run (tag ``mlflow.parentRunId``),
 named ``{job run name}-{task}-{adaptation}``, tagged ``adaptation`` = ``finetune`` | ``scratch``
@@ -380,7 +382,7 @@ def train_classifier(
 
     Returns:
         ``{"val": metrics, "test": metrics, "confusion": (C, C), "epochs": n}``, and
-        ``"lm": {"val_ppl", "epochs"}`` after LM adaptation (``finetune`` with ``lm_epochs``).
+        ``"lm": {"val_ppl", "epochs"}`` after LM adaptation (``lm_epochs`` > 0).
     """
     from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 
@@ -388,8 +390,10 @@ def train_classifier(
     pad = model.vocab.eos_id
     body = _body(model, adaptation, seed, n_new, cfg.body_dropout)
     out: dict[str, Any] = {}
-    if adaptation == "finetune" and cfg.lm_epochs > 0:
-        vocab = model.vocab  # the LM's output layer: corpus ids only
+    if cfg.lm_epochs > 0:
+        # targets: corpus ids only (a scratch body's extra output rows are never a target), so
+        # both rows' LM dev perplexities count the same tokens
+        vocab = model.vocab
         out["lm"] = adapt_lm(
             body, view, cfg, root / "lm", len(vocab), vocab.unk_id, pad, seed, logger
         )

@@ -303,6 +303,7 @@ def test_lm_stage_lowers_dev_perplexity_then_the_classifier_trains(tiny_cfg, tmp
         f"task.csv.csv.files.all={unseen_csv}",
         "task.csv.finetune.enabled=true",
         "task.csv.finetune.task_vocab=true",
+        "task.csv.finetune.scratch=true",
         "task.csv.finetune.lm_epochs=3",
         "task.csv.finetune.lm_lr=0.01",
         "task.csv.finetune.epochs=4",
@@ -314,14 +315,19 @@ def test_lm_stage_lowers_dev_perplexity_then_the_classifier_trains(tiny_cfg, tmp
     run(cfg)
     client = MlflowClient(tracking_uri=cfg.tracking.uri)
     experiment = client.get_experiment_by_name("lm_stage")
-    (child,) = client.search_runs([experiment.experiment_id], "tags.adaptation = 'finetune'")
-    history = [m.value for m in client.get_metric_history(child.info.run_id, "lm/val_ppl")]
-    assert len(history) == 3  # one dev perplexity per LM epoch
-    # dev texts repeat the train ones: "<unk> <unk> <unk> the end <eos>" becomes predictable
-    assert history[-1] < history[0]
-    assert child.data.metrics["csv/lm/val_ppl"] == pytest.approx(min(history))
-    assert child.data.metrics["csv/lm/epochs"] == 3
-    assert child.data.metrics["csv/test/accuracy"] == 1.0
+    children = client.search_runs([experiment.experiment_id], "tags.adaptation != 'probe'")
+    first = {}
+    for child in children:  # finetune continues the corpus LM, scratch starts from random
+        history = [m.value for m in client.get_metric_history(child.info.run_id, "lm/val_ppl")]
+        assert len(history) == 3  # one dev perplexity per LM epoch
+        # dev texts repeat the train ones: "<unk> <unk> <unk> the end <eos>" becomes predictable
+        assert history[-1] < history[0]
+        assert child.data.metrics["csv/lm/val_ppl"] == pytest.approx(min(history))
+        assert child.data.metrics["csv/lm/epochs"] == 3
+        assert child.data.metrics["csv/test/accuracy"] == 1.0
+        first[child.data.tags["adaptation"]] = history[0]
+    # after one epoch on the task's texts the corpus LM still predicts "the end" better
+    assert first["finetune"] < first["scratch"]
 
 
 def test_lm_stage_stream_predicts_every_token_once_without_padding_waste():
