@@ -405,7 +405,11 @@ def train_classifier(
     net = TextClassifier(body, n_classes, cfg.dropout, pad)
     module = ClassifierModule(net, cfg.lr, cfg.weight_decay, cfg.body_lr_scale)
     checkpoint = ModelCheckpoint(
-        dirpath=str(root), monitor="val/accuracy", mode="max", save_top_k=1, filename="best"
+        dirpath=str(root / "classifier"),  # beside the LM stage's lm/, not around it
+        monitor="val/accuracy",
+        mode="max",
+        save_top_k=1,
+        filename="best",
     )
     stop = EarlyStopping("val/accuracy", mode="max", patience=cfg.patience)
     trainer = _trainer(
