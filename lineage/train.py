@@ -228,10 +228,15 @@ def run(cfg: DictConfig, callbacks: Sequence = ()) -> dict[str, float]:
             results["cost/train_tokens_per_sec"] = (
                 trained / train_seconds if train_seconds > 0 else 0.0
             )
-        ckpt = "best" if model.fit_mode == FitMode.GRADIENT and "fit" in stages else None
+        ckpt = None  # test scores the best-on-valid weights of a gradient fit (design.md §3.4)
+        if model.fit_mode == FitMode.GRADIENT and "fit" in stages:
+            # the path itself, not "best": the module's first ModelCheckpoint monitors val/ppl,
+            # and naming its file spares Lightning's warning about several callbacks
+            best = getattr(trainer.checkpoint_callback, "best_model_path", "")
+            ckpt = best or "best"
         scores = Capability.LOG_PROB in model.capabilities  # else perplexity is "—"
         # validate again when test scores the best checkpoint: valid and test of the same weights
-        if scores and "validate" in stages and (not validated_in_fit or ckpt == "best"):
+        if scores and "validate" in stages and (not validated_in_fit or ckpt is not None):
             trainer.validate(model, datamodule=datamodule, ckpt_path=ckpt, verbose=False)
         if scores and "test" in stages:
             trainer.test(model, datamodule=datamodule, ckpt_path=ckpt, verbose=False)
