@@ -331,6 +331,19 @@ def test_runs_csv_alone_regenerates_the_table_and_merges_new_runs(built, tmp_pat
     assert _row(result["table"], "word2vec")["n"] == 2
 
 
+def test_readmes_with_the_study_markers_show_the_table(built, tmp_path):
+    root = copy_of(built, tmp_path)
+    name = built[3]["name"]
+    begin, end = f"<!-- lineage-report:{name}:begin -->", f"<!-- lineage-report:{name}:end -->"
+    (root / "README.md").write_text(f"# intro\n\n{begin}\nstale table\n{end}\n\ntail\n")
+    (root / "experiments" / "README.md").write_text("no markers here\n")
+    report(report_cfg(root, f"study={STUDY}"))
+    table = (root / "experiments" / name / "tables" / "table.md").read_text()
+    rows = "\n".join(line for line in table.splitlines() if line.startswith("|")) + "\n"
+    assert (root / "README.md").read_text() == f"# intro\n\n{begin}\n{rows}{end}\n\ntail\n"
+    assert (root / "experiments" / "README.md").read_text() == "no markers here\n"
+
+
 def test_merge_keeps_the_latest_run_per_config_hash():
     old = [{"run_id": "a", "start_time": "2026-01-01", "tags.config_hash": "h", "x": "old"}]
     new = [

@@ -409,7 +409,12 @@ def report(cfg: DictConfig, experiment_choice: str | None = None) -> dict[str, A
     for file_name, content in contents.items():
         write_if_changed(tables / file_name, content)
     figures = write_figures(table, tables)
-    update_readme(out_dir.parent / "README.md", name, render_markdown(table))
+    # the studies' index (experiments/README.md) and the project's front page, where they hold
+    # the study's markers
+    for readme in dict.fromkeys(
+        [out_dir.parent / "README.md", Path(cfg.paths.root_dir) / "README.md"]
+    ):
+        update_readme(readme, name, render_markdown(table))
     run_id = None
     if use_store and cfg.log_to_mlflow:
         run_id = log_report_run(tracking, study, runs_csv, tables)
