@@ -54,8 +54,12 @@ def _train(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
 
 
+def _client(tmp_path: Path) -> MlflowClient:
+    return MlflowClient(tracking_uri=f"sqlite:///{tmp_path}/mlruns/mlflow.db")
+
+
 def _study_runs(tmp_path: Path):
-    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path}/mlruns/mlflow.db")
+    client = _client(tmp_path)
     experiment = client.get_experiment_by_name("tiny-study")
     assert experiment is not None
     return experiment, client.search_runs([experiment.experiment_id])
@@ -85,8 +89,7 @@ def test_parallel_sweep_on_one_sqlite_store(tmp_path):
         missing = [m for m in COMPLETE if m not in r.data.metrics]
         assert not missing, (r.info.run_name, missing)
         assert r.data.tags["study_kind"] == "test" and r.data.tags["config_hash"]
-    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path}/mlruns/mlflow.db")
-    hydra_files = {a.path for a in client.list_artifacts(runs[0].info.run_id, ".hydra")}
+    hydra_files = {a.path for a in _client(tmp_path).list_artifacts(runs[0].info.run_id, ".hydra")}
     assert hydra_files == {".hydra/config.yaml", ".hydra/hydra.yaml", ".hydra/overrides.yaml"}
     with sqlite3.connect(tmp_path / "mlruns" / "mlflow.db") as db:
         assert db.execute("PRAGMA integrity_check").fetchone() == ("ok",)

@@ -411,10 +411,11 @@ def report(cfg: DictConfig, experiment_choice: str | None = None) -> dict[str, A
     figures = write_figures(table, tables)
     # the studies' index (experiments/README.md) and the project's front page, where they hold
     # the study's markers
+    markdown = render_markdown(table)
     for readme in dict.fromkeys(
         [out_dir.parent / "README.md", Path(cfg.paths.root_dir) / "README.md"]
     ):
-        update_readme(readme, name, render_markdown(table))
+        update_readme(readme, name, markdown)
     run_id = None
     if use_store and cfg.log_to_mlflow:
         run_id = log_report_run(tracking, study, runs_csv, tables)

@@ -204,7 +204,7 @@ def answer_task(
 
 
 def evaluate_tasks(
-    task_cfg: Any, model, datamodule, tracker, out_dir, seed: int = 0
+    task_cfg: Any, model, datamodule, tracker, out_dir, seed: int
 ) -> dict[str, float]:
     """Answer every task of ``task_cfg`` with ``model``; log to ``tracker`` (may be None).
 

@@ -455,7 +455,7 @@ def _child_tags(tracker, task: str, adaptation: str) -> dict[str, str]:
 
 
 def finetune_task(
-    name: str, cfg: TaskConfig, data: TaskData, model, encoder, tracker, out_dir, seed: int = 0
+    name: str, cfg: TaskConfig, data: TaskData, model, encoder, tracker, out_dir, seed: int
 ) -> dict[str, dict[str, float]]:
     """Fine-tune (and, with ``finetune.scratch``, train from scratch) on one task.
 
