@@ -463,3 +463,30 @@ def train_glove(
     for _ in range(epochs):
         glove_epoch(model, optimizer, entries, batch_size, generator)
     return keyed_vectors(words, model.vectors())
+
+
+class VectorBag(nn.Module):
+    """A text as its word vectors, trainable: the body of the averaged-vector classifier.
+
+    Under :class:`lineage.tasks.finetune.TextClassifier` (mean over the text's positions, then a
+    linear head) this is VecAvg of Socher et al. 2013 (Table 1): word vectors averaged, word order
+    ignored, vectors and head trained on the labels. ``finetune`` starts it from the family's
+    vectors, ``scratch`` from random ones.
+
+    Args:
+        vectors: (V, D) initial rows, one per id.
+    """
+
+    def __init__(self, vectors: torch.Tensor):
+        super().__init__()
+        self.embedding = nn.Embedding.from_pretrained(vectors.float(), freeze=False)
+
+    def hidden(self, tokens: torch.Tensor, state=None):
+        """(B, T) ids -> ((B, T, D) the words' vectors, ``state`` unchanged)."""
+        return self.embedding(tokens), state
+
+    def get_input_embeddings(self) -> nn.Embedding:
+        return self.embedding
+
+    def set_input_embeddings(self, embedding: nn.Embedding) -> None:
+        self.embedding = embedding

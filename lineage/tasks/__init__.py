@@ -16,9 +16,9 @@ mcc|roc_auc}`` (cross-validated tasks: the mean over folds, ``{metric}_std`` the
 (summed over folds), the task splits as MLflow dataset inputs ``task-{task}-{split}``, and tags
 ``task.{task}.status`` = ``ok`` | ``unsupported``, ``task.{task}.answer`` (``probe`` or ``rules``),
 ``task.{task}.probe_C`` and ``adaptation`` (``probe`` for a feature family, ``rules`` for the rule
-family). Fine-tuning (``task.<name>.finetune.enabled``, neural families) logs each of ``finetune``
-and ``scratch`` as an MLflow child run of the job's run, tagged ``adaptation`` (see
-:mod:`.finetune`).
+family). Fine-tuning (``task.<name>.finetune.enabled``, neural and word-vector families) logs
+each of ``finetune`` and ``scratch`` as an MLflow child run of the job's run, tagged
+``adaptation`` (see :mod:`.finetune`).
 """
 
 from __future__ import annotations

@@ -58,10 +58,12 @@ class ProbeConfig:
 
 @dataclass
 class FinetuneConfig:
-    """End-to-end training of a neural LM with a classification head (``lineage.tasks.finetune``).
+    """End-to-end training of a neural LM or word vectors with a classification head
+    (``lineage.tasks.finetune``).
 
     Attributes:
-        enabled: run fine-tuning for neural families (``finetune`` row; MLflow child run).
+        enabled: run fine-tuning for neural and word-vector families (``finetune`` row; MLflow
+            child run).
         scratch: also train the same architecture from random weights (``scratch`` row).
         pretrained: false trains only the ``scratch`` row (no ``finetune`` row), for studies
             of the architecture alone; ``enabled`` must still be true.
@@ -94,6 +96,10 @@ class FinetuneConfig:
             ``scratch`` starts from random weights. Early stopping uses ``patience``; dropout
             is the body's (``body_dropout``).
         lm_lr: AdamW learning rate of that LM stage.
+        task_texts: word-vector families: ``finetune`` starts from vectors trained on the corpus
+            train split plus the task's train texts (as ``probe.task_texts``), so that the task's
+            own words (``task_vocab``) start from vectors rather than typical rows; their
+            analogue of ``lm_epochs``.
     """
 
     enabled: bool = False
@@ -114,6 +120,7 @@ class FinetuneConfig:
     task_vocab_min_count: int = 2
     lm_epochs: int = 0
     lm_lr: float = 1e-3
+    task_texts: bool = False
 
 
 @dataclass

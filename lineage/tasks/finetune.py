@@ -26,7 +26,15 @@ tables group it with its probe row; its metrics use the task names (``{task}/tes
 ``config_hash`` is stored as ``parent_config_hash`` (not ``config_hash``, so that a finished
 child never makes the runner skip its parent's config).
 
-Families without a ``net.hidden`` (count, rule and embedding families) are unsupported: the tag
+The word-vector families (``word2vec``, ``glove``) are fine-tuned too: their body is a
+:class:`~lineage.models.embeddings.VectorBag`, one trainable row per id, so that the classifier is
+VecAvg of Socher et al. (2013): the mean of the text's word vectors and a linear head, trained on
+the labels. ``finetune`` starts the rows from the family's vectors (with ``finetune.task_texts``:
+vectors trained on the corpus and the task's train texts, which then cover the task's own words),
+``scratch`` from word2vec's and GloVe's own initialisation, uniform in ±0.5 / dim. Their
+analogue of the LM stage is ``task_texts``; ``lm_epochs`` and ``body_dropout`` are errors there.
+
+Families with neither (count and rule families) are unsupported: the tag
 ``task.{task}.finetune`` says so on the job's run.
 """
 
@@ -35,6 +43,7 @@ from __future__ import annotations
 import copy
 import json
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -63,8 +72,15 @@ log = logging.getLogger("lineage")
 ADAPTATIONS = ("finetune", "scratch")
 
 
+def has_vectors(model) -> bool:
+    """A word-vector family (``word2vec``, ``glove``): its body is a :class:`VectorBag`."""
+    return callable(getattr(model, "keyed_vectors", None))
+
+
 def can_finetune(model) -> bool:
-    """A gradient family whose net exposes ``hidden(tokens, state)``."""
+    """A gradient family whose net exposes ``hidden(tokens, state)``, or a word-vector family."""
+    if has_vectors(model):
+        return True
     net = getattr(model, "net", None)
     return model.fit_mode == FitMode.GRADIENT and callable(getattr(net, "hidden", None))
 
@@ -235,20 +251,62 @@ def extend_input_embeddings(net: nn.Module, n_new: int, seed: int = 0) -> None:
     uses the LM's output layer).
     """
     old = net.get_input_embeddings()
-    weight = old.weight.detach().double()  # (V, E)
-    mean = weight.mean(0)  # (E,)
-    centered = weight - mean
-    cov = centered.T @ centered / (len(weight) - 1)  # (E, E)
-    cov += 1e-6 * cov.diagonal().mean() * torch.eye(len(mean), dtype=cov.dtype)  # positive definite
-    noise = torch.randn(
-        n_new, len(mean), generator=torch.Generator().manual_seed(seed), dtype=cov.dtype
-    )
-    rows = mean + noise @ torch.linalg.cholesky(cov).T  # (n_new, E) ~ N(mean, cov)
+    rows = typical_rows(old.weight.detach(), n_new, seed)  # (n_new, E)
     new = nn.Embedding(old.num_embeddings + n_new, old.embedding_dim)
     with torch.no_grad():
         new.weight[: old.num_embeddings] = old.weight
         new.weight[old.num_embeddings :] = rows.to(old.weight.dtype)
     net.set_input_embeddings(new)
+
+
+def typical_rows(weight: torch.Tensor, n: int, seed: int) -> torch.Tensor:
+    """(n, E) rows drawn from N(mean, covariance) of ``weight``'s (V, E) rows, seeded."""
+    weight = weight.double()
+    mean = weight.mean(0)  # (E,)
+    centered = weight - mean
+    cov = centered.T @ centered / (len(weight) - 1)  # (E, E)
+    cov += 1e-6 * cov.diagonal().mean() * torch.eye(len(mean), dtype=cov.dtype)  # positive definite
+    noise = torch.randn(
+        n, len(mean), generator=torch.Generator().manual_seed(seed), dtype=cov.dtype
+    )
+    return (mean + noise @ torch.linalg.cholesky(cov).T).float()  # (n, E) ~ N(mean, cov)
+
+
+def _vector_body(model, adaptation: str, seed: int, new_words, kv, cfg: FinetuneConfig):
+    """A word-vector family's body: a :class:`VectorBag` over the corpus vocabulary and then
+    ``new_words`` (``task_vocab``).
+
+    ``finetune``: a word's row is its vector in ``kv``; words ``kv`` lacks (``<eos>``, task words
+    it never saw) get typical rows (:func:`typical_rows` of the known ones). ``scratch``: every
+    row uniform in ±0.5 / dim, the families' own initialisation, seeded.
+    """
+    from lineage.models.embeddings import VectorBag
+
+    if cfg.lm_epochs:
+        raise ValueError(
+            f"finetune.lm_epochs={cfg.lm_epochs}: the {model.family} body is its word vectors, "
+            "with no next-word output layer; set task.<name>.finetune.lm_epochs=0 "
+            "(finetune.task_texts=true trains the vectors on the task's texts instead)"
+        )
+    if cfg.body_dropout is not None:
+        raise ValueError(
+            f"finetune.body_dropout={cfg.body_dropout}: the {model.family} body is its word "
+            "vectors, with no dropout of its own; set task.<name>.finetune.body_dropout=null "
+            "(finetune.dropout acts on the mean vector)"
+        )
+    words = [*model.vocab.itos, *new_words]
+    dim = kv.vector_size
+    if adaptation == "scratch":
+        generator = torch.Generator().manual_seed(seed)
+        return VectorBag((torch.rand(len(words), dim, generator=generator) - 0.5) / dim)
+    known = torch.tensor([w in kv.key_to_index for w in words])
+    rows = torch.empty(len(words), dim)
+    rows[known] = torch.from_numpy(np.asarray(kv[[w for w in words if w in kv.key_to_index]]))
+    if not known.all():
+        rows[~known] = typical_rows(rows[known], int((~known).sum()), seed)
+    bag = VectorBag(rows)
+    bag.vector_rows = int(known.sum())  # rows that start from the family's vectors
+    return bag
 
 
 def _body(model, adaptation: str, seed: int, n_new: int = 0, dropout: float | None = None):
@@ -364,7 +422,8 @@ def train_classifier(
     root: Path,
     seed: int,
     logger=None,
-    n_new: int = 0,
+    new_words: Sequence[str] = (),
+    vectors=None,
 ) -> dict[str, Any]:
     """Train one classifier (``finetune`` or ``scratch``) and score it once on test.
 
@@ -377,18 +436,26 @@ def train_classifier(
         root: where checkpoints go.
         seed: initialisation (scratch) and data order.
         logger: a Lightning logger for the per-epoch metrics (or None).
-        n_new: input rows beyond the corpus vocabulary (``finetune.task_vocab``; ids from
-            ``len(vocab)`` on in ``view``).
+        new_words: the task's words beyond the corpus vocabulary (``finetune.task_vocab``; ids
+            from ``len(vocab)`` on in ``view``, in this order).
+        vectors: word-vector families: the ``KeyedVectors`` that ``finetune`` starts from
+            (None: the family's own).
 
     Returns:
         ``{"val": metrics, "test": metrics, "confusion": (C, C), "epochs": n}``, and
-        ``"lm": {"val_ppl", "epochs"}`` after LM adaptation (``lm_epochs`` > 0).
+        ``"lm": {"val_ppl", "epochs"}`` after LM adaptation (``lm_epochs`` > 0), and
+        ``"vector_rows"`` (the body's rows that start from word vectors) for a word-vector
+        family's ``finetune``.
     """
     from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 
     L.seed_everything(seed, workers=True, verbose=False)
     pad = model.vocab.eos_id
-    body = _body(model, adaptation, seed, n_new, cfg.body_dropout)
+    if has_vectors(model):
+        kv = vectors if vectors is not None else model.keyed_vectors()
+        body = _vector_body(model, adaptation, seed, new_words, kv, cfg)
+    else:
+        body = _body(model, adaptation, seed, len(new_words), cfg.body_dropout)
     out: dict[str, Any] = {}
     if cfg.lm_epochs > 0:
         # targets: corpus ids only (a scratch body's extra output rows are never a target), so
@@ -402,6 +469,8 @@ def train_classifier(
             out["lm"]["val_ppl"],
             out["lm"]["epochs"],
         )
+    if hasattr(body, "vector_rows"):
+        out["vector_rows"] = body.vector_rows
     net = TextClassifier(body, n_classes, cfg.dropout, pad)
     module = ClassifierModule(net, cfg.lr, cfg.weight_decay, cfg.body_lr_scale)
     checkpoint = ModelCheckpoint(
@@ -470,6 +539,12 @@ def finetune_task(
             tracker.set_tags({f"task.{name}.finetune": "unsupported"})
         log.info("task %s: fine-tuning unsupported by %s", name, model.family)
         return {}
+    if cfg.finetune.task_texts and not has_vectors(model):
+        raise ValueError(
+            f"task.{name}.finetune.task_texts=true: only word-vector families train their vectors "
+            f"on the task's texts; {model.family} is a language model: set "
+            f"task.{name}.finetune.task_texts=false and use task.{name}.finetune.lm_epochs"
+        )
     n_classes = len(data.classes)
     adaptations = [
         *(["finetune"] if cfg.finetune.pretrained else []),
@@ -491,7 +566,7 @@ def finetune_task(
                 tracker.client, created.info.run_id, tracker.experiment_id, tracker.tracking_uri
             )
         try:
-            folds_val, folds_test, epochs, lm = [], [], [], []
+            folds_val, folds_test, epochs, lm, vector_rows = [], [], [], [], []
             matrix = np.zeros((n_classes, n_classes), dtype=np.int64)
             new_words = []
             for k, fold in enumerate(_folds(data, cfg)):
@@ -505,6 +580,9 @@ def finetune_task(
                 view = {
                     split: (encoder.ids(texts, extra), y) for split, (texts, y) in texts_of.items()
                 }
+                vectors = None
+                if cfg.finetune.task_texts and adaptation == "finetune":
+                    vectors = model.train_vectors(encoder.words(texts_of["train"][0]))
                 root = Path(out_dir) / "finetune" / f"{name}-{adaptation}-{k}"
                 result = train_classifier(
                     model,
@@ -515,13 +593,16 @@ def finetune_task(
                     root,
                     seed,
                     child.lightning_logger() if child is not None else None,
-                    n_new=len(extra or ()),
+                    new_words=list(extra or ()),
+                    vectors=vectors,
                 )
                 folds_val.append(result["val"])
                 folds_test.append(result["test"])
                 epochs.append(result["epochs"])
                 if "lm" in result:
                     lm.append(result["lm"])
+                if "vector_rows" in result:
+                    vector_rows.append(result["vector_rows"])
                 matrix += result["confusion"]
             if len(folds_test) > 1:
                 metrics = {
@@ -537,6 +618,8 @@ def finetune_task(
             metrics[f"{name}/finetune/epochs"] = float(np.mean(epochs))
             if new_words:
                 metrics[f"{name}/finetune/new_words"] = float(np.mean(new_words))
+            if vector_rows:
+                metrics[f"{name}/finetune/vector_rows"] = float(np.mean(vector_rows))
             if lm:  # LM adaptation on the task's texts
                 for key in ("val_ppl", "epochs"):
                     metrics[f"{name}/lm/{key}"] = float(np.mean([r[key] for r in lm]))

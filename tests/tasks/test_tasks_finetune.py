@@ -349,3 +349,120 @@ def test_lm_stage_stream_predicts_every_token_once_without_padding_waste():
     windows = [row[:k] for batch, n, _ in shuffled for row, k in zip(batch, n, strict=True)]
     assert sum(len(w) - 1 for w in windows) == 50 * 8  # each token a target once per epoch
     assert sum(len(w) < 3 for w in windows) <= 1  # only the stream's last window is short
+
+
+def test_vector_body_starts_from_the_familys_vectors_and_the_classifier_averages_them():
+    from types import SimpleNamespace
+
+    import numpy as np
+    import torch
+
+    from lineage.data.vocab import EOS, UNK, Vocabulary
+    from lineage.models.embeddings import keyed_vectors, pool
+    from lineage.tasks.base import FinetuneConfig
+    from lineage.tasks.finetune import TextClassifier, _vector_body
+
+    vocab = Vocabulary([UNK, EOS, "the", "film", "dull"])
+    known = [UNK, "the", "film", "dull", "witty"]  # no vector for <eos>; "witty" a task word
+    kv = keyed_vectors(known, np.random.default_rng(0).normal(size=(5, 3)).astype(np.float32))
+    model = SimpleNamespace(family="word2vec", vocab=vocab)
+    body = _vector_body(model, "finetune", 0, ["witty", "tedious"], kv, FinetuneConfig())
+    rows = body.get_input_embeddings().weight.detach()  # (7, 3)
+    words = [*vocab.itos, "witty", "tedious"]
+    assert rows.shape == (7, 3)
+    for i, word in enumerate(words):
+        if word in known:
+            torch.testing.assert_close(rows[i], torch.from_numpy(kv[word]))
+    typical = rows[[words.index(EOS), words.index("tedious")]]  # drawn, distinct
+    assert len(torch.unique(torch.cat([rows, typical]), dim=0)) == 7
+
+    # VecAvg: the head sees the mean of the text's word vectors (start and padding excluded)
+    net = TextClassifier(body, n_classes=2, dropout=0.0, pad_id=vocab.eos_id).eval()
+    the, film, dull, witty = (words.index(w) for w in ("the", "film", "dull", "witty"))
+    tokens = torch.tensor([[1, the, film, witty, 1], [1, dull, 1, 1, 1]])
+    lengths = torch.tensor([4, 2])
+    means = torch.from_numpy(pool(kv, [["the", "film", "witty"], ["dull"]]))  # (2, 3)
+    with torch.no_grad():
+        torch.testing.assert_close(net(tokens, lengths), net.head(means))
+
+    scratch = _vector_body(model, "scratch", 3, ["witty"], kv, FinetuneConfig())
+    weight = scratch.get_input_embeddings().weight.detach()
+    assert weight.shape == (6, 3) and float(weight.abs().max()) <= 0.5 / 3
+    again = _vector_body(model, "scratch", 3, ["witty"], kv, FinetuneConfig())
+    assert torch.equal(again.get_input_embeddings().weight, weight)
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "message"),
+    [
+        ("lm_epochs", 2, "finetune.lm_epochs=2: the word2vec body is its word vectors"),
+        ("body_dropout", 0.5, "set task.<name>.finetune.body_dropout=null"),
+    ],
+)
+def test_vector_body_rejects_what_only_a_language_model_has(key, value, message):
+    from types import SimpleNamespace
+
+    import numpy as np
+
+    from lineage.data.vocab import EOS, UNK, Vocabulary
+    from lineage.models.embeddings import keyed_vectors
+    from lineage.tasks.base import FinetuneConfig
+    from lineage.tasks.finetune import _vector_body
+
+    kv = keyed_vectors([UNK, "a"], np.ones((2, 3), dtype=np.float32))
+    model = SimpleNamespace(family="word2vec", vocab=Vocabulary([UNK, EOS, "a"]))
+    with pytest.raises(ValueError, match=re.escape(message)):
+        _vector_body(model, "finetune", 0, [], kv, FinetuneConfig(**{key: value}))
+
+
+def test_word2vec_finetune_starts_the_tasks_words_from_task_text_vectors(tiny_cfg, tmp_path):
+    unseen_csv = write_unseen_csv(tmp_path / "unseen.csv")
+    cfg = tiny_cfg(
+        "model=word2vec",
+        "model.lm.workers=1",
+        "task=[csv]",
+        f"task.csv.csv.files.all={unseen_csv}",
+        "task.csv.finetune.enabled=true",
+        "task.csv.finetune.scratch=true",
+        "task.csv.finetune.task_vocab=true",
+        "task.csv.finetune.task_texts=true",
+        "task.csv.finetune.epochs=6",
+        "task.csv.finetune.lr=0.05",
+        "task.csv.finetune.patience=6",
+        "study=vectors_finetune",
+        tracking="mlflow",
+    )
+    results = run(cfg)
+    assert results["csv/test/accuracy"] <= 0.6  # the probe reads "<unk> <unk> <unk>"
+    client = MlflowClient(tracking_uri=cfg.tracking.uri)
+    experiment = client.get_experiment_by_name("vectors_finetune")
+    runs = {r.data.tags["adaptation"]: r for r in client.search_runs([experiment.experiment_id])}
+    assert set(runs) == {"probe", "finetune", "scratch"}
+    for adaptation in ("finetune", "scratch"):
+        child = runs[adaptation]
+        assert child.info.status == "FINISHED" and child.data.tags["family"] == "word2vec"
+        assert child.data.metrics["csv/finetune/new_words"] == 6
+        assert child.data.metrics["csv/test/accuracy"] == 1.0, adaptation
+    # the corpus's vectors (the run's export) know no task word; the task-text ones know all 6
+    from gensim.models import KeyedVectors
+
+    probe_id = runs["probe"].info.run_id
+    exported = client.download_artifacts(probe_id, "vectors/word2vec.kv", str(tmp_path))
+    corpus_words = len(KeyedVectors.load(exported))
+    assert runs["finetune"].data.metrics["csv/finetune/vector_rows"] == corpus_words + 6
+    assert "csv/finetune/vector_rows" not in runs["scratch"].data.metrics
+
+
+def test_task_texts_on_a_language_model_names_the_setting_to_use(tiny_cfg, separable_csv):
+    cfg = tiny_cfg(
+        "model=lstm_small",
+        "model.max_epochs=1",
+        "task=[csv]",
+        f"task.csv.csv.files.all={separable_csv}",
+        "task.csv.finetune.enabled=true",
+        "task.csv.finetune.task_texts=true",
+    )
+    with pytest.raises(
+        ValueError, match=r"task.csv.finetune.task_texts=true: .* use task.csv.finetune.lm_epochs"
+    ):
+        run(cfg)
