@@ -166,6 +166,10 @@ def run(cfg: DictConfig, callbacks: Sequence = ()) -> dict[str, float]:
         datamodule.setup()
         model = instantiate(cfg.model, vocab=datamodule.vocab.itos)
         datamodule.set_batching(model.batching())
+        if cfg.get("task"):  # a bad task setting fails here, not after the fit
+            from lineage.tasks import check_task_settings
+
+            check_task_settings(cfg.task, model)
         family_tags = {"family": model.family, "era": model.era, "year": str(model.year)}
         if tracker is not None:
             tracker.set_tags(family_tags)

@@ -56,7 +56,14 @@ from lineage.tasks.data import (
 
 log = logging.getLogger("lineage")
 
-__all__ = ["evaluate_tasks", "load_task", "answer_task", "TaskConfig", "TaskData"]
+__all__ = [
+    "evaluate_tasks",
+    "check_task_settings",
+    "load_task",
+    "answer_task",
+    "TaskConfig",
+    "TaskData",
+]
 
 
 def load_task(name: str, cfg: TaskConfig) -> TaskData:
@@ -201,6 +208,17 @@ def answer_task(
         "confusion": matrix,
         "C": chosen,
     }
+
+
+def check_task_settings(task_cfg: Any, model) -> None:
+    """Parse every task config and check its fine-tuning settings against ``model``'s family,
+    before any training (raises ``DataError`` / ``ValueError`` naming the key)."""
+    from lineage.tasks.finetune import can_finetune, check_finetune_settings
+
+    for name, cfg in as_mapping(task_cfg).items():
+        parsed = parse_task_config(name, cfg)
+        if parsed.finetune.enabled and can_finetune(model):
+            check_finetune_settings(name, parsed.finetune, model)
 
 
 def evaluate_tasks(

@@ -272,6 +272,37 @@ def typical_rows(weight: torch.Tensor, n: int, seed: int) -> torch.Tensor:
     return (mean + noise @ torch.linalg.cholesky(cov).T).float()  # (n, E) ~ N(mean, cov)
 
 
+def check_vector_settings(family: str, cfg: FinetuneConfig, task: str = "<name>") -> None:
+    """Raise on settings a word-vector body cannot take (it has no LM head and no dropout)."""
+    if cfg.lm_epochs:
+        raise ValueError(
+            f"task.{task}.finetune.lm_epochs={cfg.lm_epochs}: the {family} body is its word "
+            f"vectors, with no next-word output layer; set task.{task}.finetune.lm_epochs=0 "
+            "(finetune.task_texts=true trains the vectors on the task's texts instead)"
+        )
+    if cfg.body_dropout is not None:
+        raise ValueError(
+            f"task.{task}.finetune.body_dropout={cfg.body_dropout}: the {family} body is its word "
+            f"vectors, with no dropout of its own; set task.{task}.finetune.body_dropout=null "
+            "(finetune.dropout acts on the mean vector)"
+        )
+
+
+def check_finetune_settings(name: str, cfg: FinetuneConfig, model) -> None:
+    """Raise on fine-tuning settings that ``model``'s family cannot take, naming the key.
+
+    The runner calls it before training, so that a bad setting costs no fit.
+    """
+    if has_vectors(model):
+        check_vector_settings(model.family, cfg, name)
+    elif cfg.task_texts:
+        raise ValueError(
+            f"task.{name}.finetune.task_texts=true: only word-vector families train their vectors "
+            f"on the task's texts; {model.family} is a language model: set "
+            f"task.{name}.finetune.task_texts=false and use task.{name}.finetune.lm_epochs"
+        )
+
+
 def _vector_body(model, adaptation: str, seed: int, new_words, kv, cfg: FinetuneConfig):
     """A word-vector family's body: a :class:`VectorBag` over the corpus vocabulary and then
     ``new_words`` (``task_vocab``).
@@ -282,18 +313,7 @@ def _vector_body(model, adaptation: str, seed: int, new_words, kv, cfg: Finetune
     """
     from lineage.models.embeddings import VectorBag
 
-    if cfg.lm_epochs:
-        raise ValueError(
-            f"finetune.lm_epochs={cfg.lm_epochs}: the {model.family} body is its word vectors, "
-            "with no next-word output layer; set task.<name>.finetune.lm_epochs=0 "
-            "(finetune.task_texts=true trains the vectors on the task's texts instead)"
-        )
-    if cfg.body_dropout is not None:
-        raise ValueError(
-            f"finetune.body_dropout={cfg.body_dropout}: the {model.family} body is its word "
-            "vectors, with no dropout of its own; set task.<name>.finetune.body_dropout=null "
-            "(finetune.dropout acts on the mean vector)"
-        )
+    check_vector_settings(model.family, cfg)
     words = [*model.vocab.itos, *new_words]
     dim = kv.vector_size
     if adaptation == "scratch":
@@ -539,12 +559,7 @@ def finetune_task(
             tracker.set_tags({f"task.{name}.finetune": "unsupported"})
         log.info("task %s: fine-tuning unsupported by %s", name, model.family)
         return {}
-    if cfg.finetune.task_texts and not has_vectors(model):
-        raise ValueError(
-            f"task.{name}.finetune.task_texts=true: only word-vector families train their vectors "
-            f"on the task's texts; {model.family} is a language model: set "
-            f"task.{name}.finetune.task_texts=false and use task.{name}.finetune.lm_epochs"
-        )
+    check_finetune_settings(name, cfg.finetune, model)
     n_classes = len(data.classes)
     adaptations = [
         *(["finetune"] if cfg.finetune.pretrained else []),

@@ -395,7 +395,7 @@ def test_vector_body_starts_from_the_familys_vectors_and_the_classifier_averages
 @pytest.mark.parametrize(
     ("key", "value", "message"),
     [
-        ("lm_epochs", 2, "finetune.lm_epochs=2: the word2vec body is its word vectors"),
+        ("lm_epochs", 2, "task.<name>.finetune.lm_epochs=2: the word2vec body is its word"),
         ("body_dropout", 0.5, "set task.<name>.finetune.body_dropout=null"),
     ],
 )
@@ -453,16 +453,25 @@ def test_word2vec_finetune_starts_the_tasks_words_from_task_text_vectors(tiny_cf
     assert "csv/finetune/vector_rows" not in runs["scratch"].data.metrics
 
 
-def test_task_texts_on_a_language_model_names_the_setting_to_use(tiny_cfg, separable_csv):
+@pytest.mark.parametrize(
+    ("model", "key", "message"),
+    [
+        ("lstm_small", "task_texts=true", "task.csv.finetune.task_texts=true: only word-vector"),
+        ("word2vec", "lm_epochs=2", "task.csv.finetune.lm_epochs=2: the word2vec body is"),
+        ("glove", "body_dropout=0.3", "set task.csv.finetune.body_dropout=null"),
+    ],
+)
+def test_a_setting_the_family_cannot_take_fails_before_training(
+    tiny_cfg, separable_csv, tmp_path, model, key, message
+):
     cfg = tiny_cfg(
-        "model=lstm_small",
-        "model.max_epochs=1",
+        f"model={model}",
         "task=[csv]",
         f"task.csv.csv.files.all={separable_csv}",
         "task.csv.finetune.enabled=true",
-        "task.csv.finetune.task_texts=true",
+        f"task.csv.finetune.{key}",
     )
-    with pytest.raises(
-        ValueError, match=r"task.csv.finetune.task_texts=true: .* use task.csv.finetune.lm_epochs"
-    ):
+    with pytest.raises(ValueError, match=re.escape(message)):
         run(cfg)
+    trained = [*tmp_path.rglob("*.ckpt"), *tmp_path.rglob("*.kv")]
+    assert not trained  # nothing was fitted
