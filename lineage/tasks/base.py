@@ -143,7 +143,7 @@ class TaskConfig:
         csv: ``csv`` only: files, columns, delimiter, header.
         rules: the ``rule`` family's classifier (``lineage.tasks.rules``); null = unsupported.
         probe: the probe's settings.
-        finetune: fine-tuning settings (neural families).
+        finetune: fine-tuning settings (neural and word-vector families).
     """
 
     source: str

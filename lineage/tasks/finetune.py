@@ -1,4 +1,5 @@
-"""Fine-tuning (``finetune``) and training from scratch (``scratch``) for neural families.
+"""Fine-tuning (``finetune``) and training from scratch (``scratch``) for neural and
+word-vector families.
 
 The LM's body (its net up to the last hidden layer, ``net.hidden(tokens, state) -> (B, T, H)``)
 plus a classification head on the mean-pooled hidden states (the same pooling as the probe's
