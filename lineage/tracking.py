@@ -52,6 +52,7 @@ LATER_DEFAULTS: dict[tuple[str, ...], Any] = {
     ("task", "*", "finetune", "val_check_interval"): 1.0,
     ("task", "*", "finetune", "lm_epochs"): 0,
     ("task", "*", "finetune", "lm_lr"): 0.001,
+    ("task", "*", "finetune", "task_texts"): False,
 }
 MAX_PARAM_LENGTH = 500
 

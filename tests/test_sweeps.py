@@ -228,6 +228,26 @@ def test_config_hash_ignores_tags_and_locations_only(tmp_path):
     )
 
 
+# task.*.finetune as the studies' first runs had it (commit 9bb90aa): every key added since must be
+# in LATER_DEFAULTS at its default, or a rerun of a study would redo every job with a task.
+STUDY_FINETUNE_KEYS = {
+    "enabled", "scratch", "epochs", "lr", "body_lr_scale", "weight_decay", "batch_size",
+    "max_len", "dropout", "patience", "gradient_clip_val",
+}  # fmt: skip
+
+
+def test_every_finetune_option_added_since_the_studies_ran_is_a_later_default(tmp_path):
+    from lineage.tracking import LATER_DEFAULTS
+
+    cfg = compose_train([*tiny_corpus_overrides(), "model=lstm_small", "task=[sst2]"], tmp_path)
+    finetune = cfg.task.sst2.finetune
+    later = {path[-1]: default for path, default in LATER_DEFAULTS.items() if path[2] == "finetune"}
+    added = set(finetune) - STUDY_FINETUNE_KEYS
+    assert added == set(later), "add each new task.*.finetune option to LATER_DEFAULTS"
+    for key in added:
+        assert finetune[key] == later[key], f"LATER_DEFAULTS has {later[key]!r} for {key}"
+
+
 def test_an_option_added_later_keeps_the_hash_at_its_default(tmp_path):
     from omegaconf import OmegaConf
 
@@ -237,7 +257,7 @@ def test_an_option_added_later_keeps_the_hash_at_its_default(tmp_path):
     h = config_hash(compose_train(base, tmp_path))
     # the config as the runs before the option had it: the keys absent
     older = resolved(compose_train(base, tmp_path))
-    for key in ("task_vocab", "task_vocab_min_count"):
+    for key in set(older["task"]["sst2"]["finetune"]) - STUDY_FINETUNE_KEYS:
         del older["task"]["sst2"]["finetune"][key]
     assert config_hash(OmegaConf.create(older)) == h
     changed = [*base, "task.sst2.finetune.task_vocab=true"]
