@@ -186,7 +186,9 @@ def _short(digest: str, n: int = 12) -> str:
 
 def footer_lines(prov: Mapping[str, Any]) -> list[str]:
     """The provenance footer as plain lines (Markdown renders them as a list)."""
-    shas = ", ".join(f"{_short(s)} ({n} runs)" for s, n in prov["git_shas"].items())
+    shas = ", ".join(
+        f"{_short(s)} ({n} run{'' if n == 1 else 's'})" for s, n in prov["git_shas"].items()
+    )
     dirty = f"; {prov['git_dirty_runs']} with uncommitted changes" if prov["git_dirty_runs"] else ""
     data = ", ".join(
         f"{name} {'/'.join(_short(d) for d in digests)}"
