@@ -19,6 +19,7 @@ over the co-occurrence matrix, built from the train split in the first epoch; ma
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import warnings
 from collections.abc import Sequence
@@ -61,7 +62,7 @@ def _train_stream(batch: TokenBatch) -> np.ndarray:
 class EmbeddingModule(LineageModule):
     """What the embedding families share: features, vectors, intrinsic evaluation, export.
 
-    Subclasses implement :meth:`keyed_vectors` and :meth:`train_vectors`.
+    Subclasses implement :meth:`keyed_vectors` and :meth:`_train_vectors`.
 
     Args:
         vocab: the corpus vocabulary (list of types).
@@ -72,6 +73,7 @@ class EmbeddingModule(LineageModule):
         super().__init__(vocab)
         self.evaluate = bool(evaluate)
         self.automatic_optimization = False
+        self._extra_vectors: dict[str, object] = {}  # digest of ``extra`` -> KeyedVectors
 
     # ----- the family's vectors ---------------------------------------------------------
     def keyed_vectors(self):
@@ -79,7 +81,25 @@ class EmbeddingModule(LineageModule):
         raise NotImplementedError
 
     def train_vectors(self, extra: list[list[str]]):
-        """``KeyedVectors`` trained with the same settings on the corpus train split + ``extra``."""
+        """``KeyedVectors`` trained with the same settings on the corpus train split + ``extra``.
+
+        Trained once per distinct ``extra``: a task's probe and its fine-tuning both ask for
+        vectors on the same train texts (``task_texts``), which costs GloVe minutes.
+        """
+        digest = hashlib.sha256()
+        for words in extra:
+            digest.update("\x1f".join(words).encode() + b"\x1e")
+        key = digest.hexdigest()
+        if key not in self._extra_vectors:
+            log.info(
+                "%s: training vectors on the corpus train split + %d task texts",
+                self.family,
+                len(extra),
+            )
+            self._extra_vectors[key] = self._train_vectors(extra)
+        return self._extra_vectors[key]
+
+    def _train_vectors(self, extra: list[list[str]]):
         raise NotImplementedError
 
     @torch.no_grad()
@@ -111,6 +131,9 @@ class EmbeddingModule(LineageModule):
             "num_sanity_val_steps": 0,
             "log_every_n_steps": 1,
         }
+
+    def on_fit_start(self) -> None:
+        self._extra_vectors.clear()  # trained from the corpus split this fit may change
 
     def on_fit_end(self) -> None:
         if not self.evaluate or self.trainer.sanity_checking:
@@ -169,7 +192,7 @@ class Word2VecModule(EmbeddingModule):
     def keyed_vectors(self):
         return self.lm.kv
 
-    def train_vectors(self, extra: list[list[str]]):
+    def _train_vectors(self, extra: list[list[str]]):
         return self.lm.train_vectors(extra)
 
     def cost(self) -> dict[str, float]:
@@ -277,7 +300,7 @@ class GloVeModule(EmbeddingModule):
             self._kv = keyed_vectors(self.vocab.itos, self.net.vectors())
         return self._kv
 
-    def train_vectors(self, extra: list[list[str]]):
+    def _train_vectors(self, extra: list[list[str]]):
         net = self.net
         return train_glove(
             [*self._sentences, *extra],
