@@ -191,3 +191,25 @@ def test_intrinsic_on_planted_vectors():
     assert (
         metrics["intrinsic/simlex999_oov"] == 1.0 and "intrinsic/simlex999_spearman" not in metrics
     )
+
+
+def test_vectors_on_extra_texts_are_trained_once_per_distinct_texts(caplog):
+    """A task's probe and its fine-tuning both ask for vectors on its train texts: one training."""
+    import logging
+
+    from lineage.modules.embedding import Word2VecModule
+
+    vocab = Vocabulary.build(TOY)
+    spec = {"_target_": "lineage.models.embeddings.Word2Vec", "_partial_": True, "vector_size": 8,
+            "window": 2, "epochs": 3, "workers": 1, "seed": 0}  # fmt: skip
+    module = Word2VecModule(vocab.itos, spec, evaluate=False)
+    module.lm.fit(TOY * 20)
+    texts = [["zebra", "cat"]] * 3
+    with caplog.at_level(logging.INFO, logger="lineage"):
+        first = module.train_vectors(texts)
+        again = module.train_vectors([list(t) for t in texts])  # equal texts, new lists
+        other = module.train_vectors([["lion", "dog"]] * 3)
+    assert again is first and "zebra" in first.key_to_index
+    assert other is not first and "lion" in other.key_to_index
+    trained = [r for r in caplog.records if "training vectors on the corpus" in r.getMessage()]
+    assert len(trained) == 2
