@@ -53,6 +53,7 @@ LATER_DEFAULTS: dict[tuple[str, ...], Any] = {
     ("task", "*", "finetune", "lm_epochs"): 0,
     ("task", "*", "finetune", "lm_lr"): 0.001,
     ("task", "*", "finetune", "task_texts"): False,
+    ("task", "*", "finetune", "pooling"): "mean",
 }
 MAX_PARAM_LENGTH = 500
 

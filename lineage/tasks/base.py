@@ -77,6 +77,10 @@ class FinetuneConfig:
         batch_size: texts per step.
         max_len: tokens kept per text (the first ``max_len``).
         dropout: on the pooled state, before the head.
+        pooling: how the body's states over the text become one vector: ``mean`` (the probe's
+            pooling), ``max`` (element-wise maximum, Collobert et al. 2011; Conneau et al.
+            2017), or ``last`` (the state after the text's last token, Dai & Le 2015: for a
+            left-to-right LM the one that has read the whole text).
         body_dropout: the body's own dropout during task training (the family's ``dropout``
             key, e.g. non-recurrent connections of an RNN); null keeps the LM's.
         val_check_interval: dev accuracy is checked every this fraction of an epoch (1.0: once
@@ -112,6 +116,7 @@ class FinetuneConfig:
     batch_size: int = 32
     max_len: int = 64
     dropout: float = 0.1
+    pooling: str = "mean"
     body_dropout: float | None = None
     val_check_interval: float = 1.0
     patience: int = 2
@@ -164,6 +169,7 @@ class TaskConfig:
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
 
 
+POOLINGS = ("mean", "max", "last")  # finetune.pooling
 _NESTED = {"split": SplitConfig, "csv": CsvConfig, "probe": ProbeConfig, "finetune": FinetuneConfig}
 
 
@@ -213,6 +219,8 @@ def parse_task_config(name: str, cfg: Any) -> TaskConfig:
             f"{where}.probe.ngram_range={tc.probe.ngram_range}: use [min, max], 1 <= min"
         )
     ft = tc.finetune
+    if ft.pooling not in POOLINGS:
+        raise DataError(f"{where}.finetune.pooling={ft.pooling!r}: use {' | '.join(POOLINGS)}")
     for key in ("dropout", "body_dropout"):
         value = getattr(ft, key)
         if value is not None and not 0 <= value < 1:

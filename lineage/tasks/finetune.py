@@ -2,10 +2,11 @@
 word-vector families.
 
 The LM's body (its net up to the last hidden layer, ``net.hidden(tokens, state) -> (B, T, H)``)
-plus a classification head on the mean-pooled hidden states (the same pooling as the probe's
-features), trained end to end on the task with a Lightning ``Trainer``: AdamW (the body's rate
-may be a fraction of the head's, ``body_lr_scale``), cross-entropy, the epoch with the best dev
-accuracy kept (``ModelCheckpoint``), early stopping on dev, then scored once on test.
+plus a classification head on the pooled hidden states (``finetune.pooling``: their mean, as the
+probe's features, by default; their maximum; or the last state), trained end to end on the task
+with a Lightning ``Trainer``: AdamW (the body's rate may be a fraction of the head's,
+``body_lr_scale``), cross-entropy, the epoch with the best dev accuracy kept
+(``ModelCheckpoint``), early stopping on dev, then scored once on test.
 ``scratch`` trains the same architecture from random weights (the family's own initialisation,
 seeded), so the pair shows what pretraining on the corpus buys.
 
@@ -87,17 +88,23 @@ def can_finetune(model) -> bool:
 
 
 class TextClassifier(nn.Module):
-    """An LM body, mean pooling over the text's positions, dropout, a linear head.
+    """An LM body, pooling over the text's positions, dropout, a linear head.
 
     Args:
         body: the net (``hidden(tokens, state) -> (hidden (B, T, H), state)``).
         n_classes: size of the label set.
         dropout: on the pooled vector.
         pad_id: the id used to start and pad texts (``<eos>``).
+        pooling: ``mean`` or ``max`` over the text's positions, or the ``last`` one's state.
     """
 
-    def __init__(self, body: nn.Module, n_classes: int, dropout: float, pad_id: int):
+    def __init__(
+        self, body: nn.Module, n_classes: int, dropout: float, pad_id: int, pooling: str = "mean"
+    ):
         super().__init__()
+        if pooling not in ("mean", "max", "last"):
+            raise ValueError(f"pooling={pooling!r}: use mean, max or last")
+        self.pooling = pooling
         self.body = body
         with torch.no_grad():
             was = body.training
@@ -113,7 +120,12 @@ class TextClassifier(nn.Module):
         positions = torch.arange(tokens.shape[1], device=tokens.device)[None]  # (1, T)
         mask = (positions < lengths[:, None]) & (positions > 0)  # (B, T): the text's tokens
         mask[lengths == 1, 0] = True  # an empty text: the start state
-        pooled = (hidden * mask[..., None]).sum(1) / mask.sum(1, keepdim=True)  # (B, H)
+        if self.pooling == "mean":
+            pooled = (hidden * mask[..., None]).sum(1) / mask.sum(1, keepdim=True)  # (B, H)
+        elif self.pooling == "max":
+            pooled = hidden.masked_fill(~mask[..., None], float("-inf")).amax(1)  # (B, H)
+        else:  # last: the state after the text's last token (the start state if it is empty)
+            pooled = hidden[torch.arange(len(lengths)), lengths - 1]  # (B, H)
         return self.head(self.drop(pooled))  # (B, C)
 
 
@@ -492,7 +504,7 @@ def train_classifier(
         )
     if hasattr(body, "vector_rows"):
         out["vector_rows"] = body.vector_rows
-    net = TextClassifier(body, n_classes, cfg.dropout, pad)
+    net = TextClassifier(body, n_classes, cfg.dropout, pad, cfg.pooling)
     module = ClassifierModule(net, cfg.lr, cfg.weight_decay, cfg.body_lr_scale)
     checkpoint = ModelCheckpoint(
         dirpath=str(root / "classifier"),  # beside the LM stage's lm/, not around it

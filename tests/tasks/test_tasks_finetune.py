@@ -81,6 +81,36 @@ def test_body_learns_at_a_fraction_of_the_heads_rate():
     assert {id(p) for p in groups[1]["params"]} == {id(p) for p in net.body.parameters()}
 
 
+@pytest.mark.parametrize(
+    ("pooling", "expected"),
+    [
+        ("mean", [[3.0, -3.0], [2.0, -2.0], [9.0, -9.0]]),
+        ("max", [[5.0, -1.0], [2.0, -2.0], [9.0, -9.0]]),
+        ("last", [[1.0, -1.0], [2.0, -2.0], [9.0, -9.0]]),
+    ],
+)
+def test_pooling_reads_the_texts_positions_only(pooling, expected):
+    import torch
+    from torch import nn
+
+    from lineage.tasks.finetune import TextClassifier
+
+    class Body(nn.Module):  # the state at a position is (id, -id): a leak of padding shows
+        def hidden(self, tokens, state):
+            h = tokens.float()[..., None]  # (B, T, 1)
+            return torch.cat([h, -h], -1), state  # (B, T, 2)
+
+    net = TextClassifier(Body(), n_classes=2, dropout=0.0, pad_id=9, pooling=pooling)
+    with torch.no_grad():
+        net.head.weight.copy_(torch.eye(2))
+        net.head.bias.zero_()
+    # start id 9, the text, padding 9; the last row is an empty text (its start state)
+    tokens = torch.tensor([[9, 3, 5, 1, 9, 9], [9, 2, 9, 9, 9, 9], [9, 9, 9, 9, 9, 9]])
+    lengths = torch.tensor([4, 2, 1])
+    with torch.no_grad():
+        torch.testing.assert_close(net(tokens, lengths), torch.tensor(expected))
+
+
 def test_task_vocab_numbers_the_tasks_new_words_after_the_corpus_vocabulary():
     from lineage.data.vocab import EOS, UNK, Vocabulary
     from lineage.tasks.features import TextEncoder
@@ -235,6 +265,7 @@ def test_pretrained_false_trains_only_the_scratch_row_checked_twice_per_epoch(
         ("dropout", -0.1, "dropout=-0.1 must be in [0, 1)"),
         ("lm_epochs", -1, "lm_epochs=-1 must be >= 0"),
         ("lm_lr", 0.0, "lm_lr=0.0 > 0"),
+        ("pooling", "first", "pooling='first': use mean | max | last"),
     ],
 )
 def test_bad_finetune_values_name_the_key(key, value, message):
