@@ -663,15 +663,16 @@ def load_csv(
     files = {str(k): v for k, v in (cfg.files or {}).items() if v is not None}
     if not files:
         raise DataError(
-            f"{where}: source csv needs task.{name}.files.train (+ valid, test) or "
-            f"task.{name}.files.all with task.{name}.split.ratios"
+            f"{where}: source csv needs task.{name}.csv.files.train and "
+            f"task.{name}.csv.files.test (+ task.{name}.csv.files.valid), or "
+            f"task.{name}.csv.files.all with task.{name}.split.ratios"
         )
     data = TaskData(name, {}, {}, [])
     found: dict[str, Path] = {}
     for key, value in files.items():
         path = Path(os.fspath(value)).expanduser()
         if not path.is_file():
-            raise DataError(f"{where}: task.{name}.files.{key}={value} does not exist")
+            raise DataError(f"{where}: task.{name}.csv.files.{key}={value} does not exist")
         found[key] = path
 
     def info(path: Path) -> dict[str, str]:
@@ -679,7 +680,10 @@ def load_csv(
 
     if "all" in found:
         if set(found) != {"all"}:
-            raise DataError(f"{where}: give task.{name}.files.all alone, or train/valid/test")
+            raise DataError(
+                f"{where}: give task.{name}.csv.files.all alone, or "
+                f"task.{name}.csv.files.train/valid/test"
+            )
         texts, labels = read_csv_split(found["all"], cfg, where)
         _split_pool(data, texts, labels, split or SplitConfig(), info(found["all"]))
     else:
@@ -688,7 +692,9 @@ def load_csv(
             if key is None:
                 if split == "val":
                     continue
-                raise DataError(f"{where}: task.{name}.files.{split} is missing")
+                raise DataError(
+                    f"{where}: task.{name}.csv.files.{_SPLIT_KEYS[split][0]} is missing"
+                )
             path = found[key]
             data.texts[split], data.labels[split] = read_csv_split(path, cfg, where)
             data.files[split] = info(path)

@@ -235,7 +235,12 @@ def test_csv_errors_name_the_setting(tmp_path):
     with pytest.raises(DataError, match="label_column='class' is not a column"):
         load_csv("mine", cfg, SplitConfig(), 0.1, 0)
     cfg = CsvConfig(files={"train": str(tmp_path / "missing.csv")})
-    with pytest.raises(DataError, match="task.mine.files.train=.*does not exist"):
+    with pytest.raises(DataError, match=r"task\.mine\.csv\.files\.train=.*does not exist"):
+        load_csv("mine", cfg, None, 0.1, 0)
+    with pytest.raises(DataError, match=r"needs task\.mine\.csv\.files\.train and"):
+        load_csv("mine", CsvConfig(), None, 0.1, 0)
+    cfg = CsvConfig(files={"train": str(path)})
+    with pytest.raises(DataError, match=r"task\.mine\.csv\.files\.test is missing"):
         load_csv("mine", cfg, None, 0.1, 0)
 
 
