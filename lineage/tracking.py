@@ -40,6 +40,15 @@ UNHASHED_KEYS = ("paths", "tracking", "hydra", "force")
 # same config run by hand (and the hash of a config without tags is unchanged).
 BLANKED_KEYS = ("tags",)
 UNHASHED_CORPUS_KEYS = ("data_dir", "cache_dir", "offline")
+# Where a task's files are and how the run looks on screen: hashed as if at their default ("*":
+# any task), so moving the data or hiding the progress bar does not make a finished config new
+# (the files themselves are checked by sha256 and logged as dataset inputs).
+HASHED_AS_DEFAULT: dict[tuple[str, ...], Any] = {
+    ("task", "*", "data_dir"): None,
+    ("task", "*", "offline"): False,
+    ("trainer", "enable_progress_bar"): True,
+    ("trainer", "enable_model_summary"): False,
+}
 # Options added after studies had run, left out of the hash while at their default ("*": any
 # key): a config that sets them to the default computes what the runs that never knew them did,
 # so those runs keep their hash and a rerun of the study still skips them. An option added to
@@ -78,10 +87,24 @@ def config_hash(cfg: DictConfig) -> str:
             corpus.pop(key, None)
     if data.get("ckpt_path") is not None:
         data["ckpt_path"] = None  # a resumed run continues the same computation
+    for path, default in HASHED_AS_DEFAULT.items():
+        _set_present(data, path, default)
     for path, default in LATER_DEFAULTS.items():
         _drop_default(data, path, default)
     text = json.dumps(data, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _set_present(data: Any, path: tuple[str, ...], value: Any) -> None:
+    """Set the key at ``path`` ("*" matches every key) to ``value`` where it exists."""
+    if not isinstance(data, dict):
+        return
+    head, rest = path[0], path[1:]
+    for key in list(data) if head == "*" else [head] if head in data else []:
+        if rest:
+            _set_present(data[key], rest, value)
+        else:
+            data[key] = value
 
 
 def _drop_default(data: Any, path: tuple[str, ...], default: Any) -> None:

@@ -226,6 +226,18 @@ def test_config_hash_ignores_tags_and_locations_only(tmp_path):
         config_hash(compose_train([*tiny_corpus_overrides(), "model=rule", "seed=1"], tmp_path))
         != h
     )
+    # a task's data directory and the screen are locations too; its settings are not
+    task = [*tiny_corpus_overrides(), "model=rule", "task=[polarity]"]
+    th = config_hash(compose_train(task, tmp_path))
+    assert th != h
+    for where in (
+        "task.polarity.data_dir=/elsewhere",
+        "task.polarity.offline=true",
+        "trainer.enable_progress_bar=false",
+        "trainer.enable_model_summary=true",
+    ):
+        assert config_hash(compose_train([*task, where], tmp_path)) == th, where
+    assert config_hash(compose_train([*task, "task.polarity.max_train=50"], tmp_path)) != th
 
 
 # task.*.finetune as the studies' first runs had it (commit 9bb90aa): every key added since must be
