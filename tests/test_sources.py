@@ -126,8 +126,9 @@ def tiny_source(tmp_path, monkeypatch):
     origin.write_text("a b c\nd e\n")
     digest = hashlib.sha256(origin.read_bytes()).hexdigest()
 
-    def register(sha256: str = digest, url: str = origin.as_uri()) -> Source:
-        src = Source("tiny", "test source", "none", {"train": RemoteFile("tiny.txt", url, sha256)})
+    def register(sha256: str = digest, url: str = origin.as_uri(), mirrors=()) -> Source:
+        rf = RemoteFile("tiny.txt", url, sha256, mirrors=tuple(mirrors))
+        src = Source("tiny", "test source", "none", {"train": rf})
         monkeypatch.setitem(SOURCES, "tiny", src)
         return src
 
@@ -166,6 +167,30 @@ def test_failed_download_is_a_clear_chained_error(tiny_source, tmp_path):
     msg = str(err.value)
     assert "download failed" in msg and missing_url in msg and "corpus.data_dir=" in msg
     assert err.value.__cause__ is not None
+    assert _leftovers(dest) == []
+
+
+def test_a_mirror_serves_when_the_first_url_fails_or_serves_another_file(tiny_source, tmp_path):
+    origin = tmp_path / "origin"
+    other = origin / "other.txt"
+    other.write_text("not the file\n")
+    gone = (origin / "gone.txt").as_uri()
+    tiny_source(url=gone, mirrors=[other.as_uri(), (origin / "tiny.txt").as_uri()])
+    dest = tmp_path / "dest"
+    paths = fetch("tiny", dest, offline=False)
+    assert paths["train"].read_text() == "a b c\nd e\n"
+    assert _leftovers(dest) == ["tiny.txt"]
+
+
+def test_when_every_mirror_fails_the_error_names_each_url(tiny_source, tmp_path):
+    origin = tmp_path / "origin"
+    gone, also_gone = (origin / "gone.txt").as_uri(), (origin / "also_gone.txt").as_uri()
+    tiny_source(url=gone, mirrors=[also_gone])
+    dest = tmp_path / "dest"
+    with pytest.raises(DataError) as err:
+        fetch("tiny", dest, offline=False)
+    msg = str(err.value)
+    assert f"{gone}: " in msg and f"{also_gone}: " in msg and "corpus.data_dir=" in msg
     assert _leftovers(dest) == []
 
 

@@ -41,6 +41,8 @@ def _cmd_list(args: argparse.Namespace) -> int:
             present = "cached" if (root / rf.filename).is_file() else "not cached"
             print(f"  {split}: {rf.filename} ({present})")
             print(f"    url:    {rf.url}")
+            for mirror in rf.mirrors:
+                print(f"    mirror: {mirror}")
             print(f"    sha256: {rf.sha256}")
             for member_split, member in (rf.members or {}).items():
                 print(f"    {member_split}: {member}")

