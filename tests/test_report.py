@@ -246,6 +246,31 @@ def test_task_columns_are_discovered_from_metric_names():
     ]
 
 
+def test_rows_follow_the_lineage_then_the_year():
+    def run(model, family, year):
+        return {"run_id": model, "start_time": "1", "tags.model": model, "tags.family": family,
+                "tags.seed": "0", "tags.year": str(year), "tags.config_hash": model,
+                "metrics.test/ppl": "100"}  # fmt: skip
+
+    rows = [
+        run("transformer_small", "transformer", 2017),
+        run("cnn", "cnn", 2014),  # not in the lineage: after it
+        run("gru_small", "gru", 2014),
+        run("glove", "glove", 2014),
+        run("rnn_small", "rnn", 1990),
+        run("ngram", "ngram", 1995),
+        run("word2vec", "word2vec", 2013),
+        run("uniform", "rule", 1948),
+        run("rule", "rule", 1957),
+    ]
+    specs = OmegaConf.to_container(OmegaConf.load(CONF / "report.yaml").table.columns)
+    table = build_table(rows, specs, {})
+    assert list(table.frame["model"]) == [
+        "uniform", "rule", "ngram", "rnn_small", "gru_small", "word2vec", "glove",
+        "transformer_small", "cnn",
+    ]  # fmt: skip
+
+
 # ----- files, regeneration, runs.csv --------------------------------------------------------
 
 

@@ -1,7 +1,8 @@
 """The study table: one DataFrame built from ``runs.csv``, rendered as text, Markdown, LaTeX, CSV.
 
 Rows are the models of the study (the ``model`` tag: the config name, so KN3 and KN5 are two
-rows) in lineage order — the family's ``year`` tag, then size — plus one row per fine-tuning
+rows) in lineage order — the family's place in :data:`LINEAGE` (design.md §2; other families
+follow), then its ``year`` tag, then size — plus one row per fine-tuning
 adaptation logged as a child run. Each metric column holds the mean, the sample standard deviation
 (n - 1) and the count over the row's seeds; a row's seed appears once (its latest run; older runs
 of the same model and seed under another config are counted as superseded). Columns come from the
@@ -25,6 +26,9 @@ import pandas as pd
 
 DASH = "—"
 ID_COLUMNS = ("model", "family", "year", "adaptation", "corpus", "n")
+# The families in lineage order (design.md §2). By year alone the n-grams (Kneser-Ney, 1995)
+# would follow the Elman RNN (1990), though counting models came first in the field.
+LINEAGE = ("rule", "ngram", "rnn", "lstm", "gru", "word2vec", "glove", "transformer")
 
 
 @dataclass(frozen=True)
@@ -194,7 +198,9 @@ def build_table(
         shas = group["tags.git_sha"].fillna("") if "tags.git_sha" in group else []
         record["git_shas"] = " ".join(sorted(set(shas)))
         size = record.get("params.mean", np.nan)
+        family = record["family"]
         record["_order"] = (
+            LINEAGE.index(family) if family in LINEAGE else len(LINEAGE),
             record["year"] if record["year"] is not pd.NA else math.inf,
             variant != "",
             size if isinstance(size, float) and not math.isnan(size) else math.inf,
