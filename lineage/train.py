@@ -94,6 +94,25 @@ def _check_ckpt_path(ckpt_path: str) -> None:
         )
 
 
+SCORED_SPLITS = ("val", "test")
+
+
+def data_statistics(datamodule) -> dict[str, float]:
+    """The data module's statistics under their metric names (design.md §4).
+
+    ``{split}/tokens`` of the scored splits is the number of targets the family scored (logged
+    by the scoring path); the split's own count of targets is ``{split}/data_tokens``, so that
+    neither hides the other in MLflow or results.json (a family scoring too few or too many
+    targets shows as ``{split}/tokens != {split}/data_tokens``). ``train/tokens`` keeps its name:
+    no train split is scored.
+    """
+    stats = dict(datamodule.stats())
+    for split in SCORED_SPLITS:
+        if f"{split}/tokens" in stats:
+            stats[f"{split}/data_tokens"] = stats.pop(f"{split}/tokens")
+    return stats
+
+
 def run(cfg: DictConfig, callbacks: Sequence = ()) -> dict[str, float]:
     """Run one job; returns the final metrics (also logged to MLflow when tracking is on).
 
@@ -173,7 +192,7 @@ def run(cfg: DictConfig, callbacks: Sequence = ()) -> dict[str, float]:
         family_tags = {"family": model.family, "era": model.era, "year": str(model.year)}
         if tracker is not None:
             tracker.set_tags(family_tags)
-            tracker.log_metrics(datamodule.stats())
+            tracker.log_metrics(data_statistics(datamodule))
             tracker.log_datasets(corpus_name, datamodule.describe())
             batching = model.batching()
             if batching.mode == "window":  # evaluation windows: each target scored once
@@ -244,8 +263,8 @@ def run(cfg: DictConfig, callbacks: Sequence = ()) -> dict[str, float]:
             trainer.validate(model, datamodule=datamodule, ckpt_path=ckpt, verbose=False)
         if scores and "test" in stages:
             trainer.test(model, datamodule=datamodule, ckpt_path=ckpt, verbose=False)
-        results.update(model.eval_results)
-        results.update(datamodule.stats())
+        results.update(data_statistics(datamodule))
+        results.update(model.eval_results)  # `{split}/tokens`: the targets actually scored
 
         if cfg.get("task"):  # downstream tasks (conf/task/), scored for every family
             from lineage.tasks import evaluate_tasks

@@ -1,7 +1,10 @@
-"""``trainer=ddp``: a recurrent LM trained by two CPU processes (gloo), launched by Lightning from
-``lineage-train`` as a user would. Each rank owns its own contiguous rows of every stream batch
-(state carrying stays intact), the batch size is the global one, and evaluation scores every
-target exactly once — so two processes give the same perplexities as one."""
+"""``trainer=ddp``: a recurrent LM and a transformer trained by two CPU processes (gloo), launched
+by Lightning from ``lineage-train`` as a user would. Each rank owns its own contiguous rows of
+every stream batch (state carrying stays intact), the batch size is the global one, and evaluation
+scores every target exactly once — so two processes give the same perplexities as one. A
+transformer's evaluation windows are shared out among the ranks without padding (Lightning's
+DistributedSampler would repeat windows when their number does not divide by the number of
+ranks)."""
 
 from __future__ import annotations
 
@@ -32,14 +35,36 @@ TINY = [
 ]
 
 
-def _train(tmp_path: Path, name: str, *overrides: str) -> dict:
+# transformer_tiny (window 16) with stride 9 and 3 windows per batch: on the tiny corpus, val has 7
+# evaluation windows (3 batches) and test 9 (3 batches), odd numbers for two ranks
+TRANSFORMER = [
+    "model=transformer_tiny",
+    "model.batching.min_context=7",
+    "model.batching.eval_batch_size=3",
+    "model.max_epochs=1",
+    "trainer.enable_progress_bar=false",
+    "samples.count=0",
+]
+
+
+def _targets(tmp_path: Path) -> dict[str, int]:
+    """The number of targets of each evaluation split, from the corpus itself."""
+    from hydra.utils import instantiate
+
+    cfg = compose_train([*tiny_corpus_overrides(), "tracking=none"], tmp_path / "corpus")
+    dm = instantiate(cfg.corpus)
+    dm.setup()
+    return {split: dm.stream(split).numel() - 1 for split in ("val", "test")}
+
+
+def _train(tmp_path: Path, name: str, *overrides: str, model: list[str] = TINY) -> dict:
     out = tmp_path / name
     cmd = [
         sys.executable,
         "-m",
         "lineage.train",
         *tiny_corpus_overrides(),
-        *TINY,
+        *model,
         f"paths.root_dir={tmp_path}",
         f"paths.cache_dir={tmp_path / 'cache'}",
         f"hydra.run.dir={out}",
@@ -58,8 +83,9 @@ def test_ddp_two_cpu_processes_match_one_process(tmp_path):
     torch.set_num_threads(1)
     res1 = run(compose_train([*tiny_corpus_overrides(), *TINY, "tracking=none"], tmp_path / "one"))
     res2 = two["results"]
-    # every target scored exactly once, by one rank
-    assert res2["val/tokens"] == res1["val/tokens"] and res2["test/tokens"] == res1["test/tokens"]
+    # every target scored exactly once, by one rank: the counts scored are the splits' targets
+    for split, n in _targets(tmp_path).items():
+        assert res2[f"{split}/tokens"] == res1[f"{split}/tokens"] == n, split
     # the same optimisation: gradients of the two halves, averaged, equal the whole batch's
     for key in ("val/ppl", "test/ppl"):
         assert res2[key] == pytest.approx(res1[key], rel=1e-4), key
@@ -88,3 +114,111 @@ def test_sharding_gives_each_rank_its_rows_and_rank_0_every_evaluation_target():
     assert shard_stream_batches(val, 0, 2, "val", train=False) == val
     (empty,) = shard_stream_batches(val, 1, 2, "val", train=False)
     assert empty.n_targets == 0, "rank 1 joins the loop and the reduction, scoring nothing"
+
+
+@pytest.mark.slow
+def test_ddp_transformer_scores_every_evaluation_window_once(tmp_path):
+    """Two ranks and an odd number of evaluation windows: each window is scored by one rank, and
+    the perplexities equal one process's scoring of the same (best) checkpoint."""
+    import lightning as L
+    from hydra.utils import instantiate
+
+    from lineage.data.windows import sliding_windows
+    from lineage.modules.neural import NeuralLM
+
+    two = _train(tmp_path, "two", "trainer=ddp", "tracking=none", model=TRANSFORMER)
+    res2 = two["results"]
+    assert two["config"]["trainer"]["strategy"] == "ddp"
+    targets = _targets(tmp_path)
+    for split, n in targets.items():
+        assert len(sliding_windows(n + 1, 16, 7)) % 2 == 1, "the case the test is about"
+        assert res2[f"{split}/tokens"] == n, split
+        assert res2[f"{split}/data_tokens"] == n, split
+
+    # the DDP run's best checkpoint scored by one process
+    (best,) = (tmp_path / "two").rglob("best.ckpt")
+    torch.set_num_threads(1)
+    model = NeuralLM.load_from_checkpoint(best, map_location="cpu")
+    cfg = compose_train([*tiny_corpus_overrides(), "tracking=none"], tmp_path / "one")
+    dm = instantiate(cfg.corpus)
+    dm.setup()
+    dm.set_batching(model.batching())
+    trainer = L.Trainer(
+        accelerator="cpu",
+        devices=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=str(tmp_path / "one"),
+    )
+    trainer.validate(model, datamodule=dm, verbose=False)
+    trainer.test(model, datamodule=dm, verbose=False)
+    res1 = model.eval_results
+    for split, n in targets.items():
+        assert res1[f"{split}/tokens"] == n
+        # The same weights score the same windows, each with the same history; only their
+        # grouping into batches differs (rank 1 starts a batch of its own), which can change the
+        # last bits of float32 matrix products (seen: 1e-10 relative on the mean NLL; float32's
+        # epsilon, 1.2e-7, bounds it per token). A window scored twice would move the perplexity
+        # by percents: rel=1e-6 tells the two apart with a wide margin on both sides.
+        assert res2[f"{split}/ppl"] == pytest.approx(res1[f"{split}/ppl"], rel=1e-6), split
+        assert res2[f"{split}/nll"] == pytest.approx(res1[f"{split}/nll"], rel=1e-6), split
+
+
+def test_each_rank_scores_its_own_evaluation_windows_and_takes_as_many_training_steps(tmp_path):
+    """The data module under two ranks (no processes needed): the evaluation windows are split
+    without repeating one, and each rank gets the same number of training batches."""
+    from types import SimpleNamespace
+
+    from hydra.utils import instantiate
+
+    from lineage.interface import Batching
+
+    cfg = compose_train([*tiny_corpus_overrides(), "tracking=none"], tmp_path)
+    dm = instantiate(cfg.corpus, seed=0)
+    dm.setup()
+    dm.set_batching(
+        Batching(mode="window", batch_size=8, seq_len=16, eval_batch_size=3, min_context=7)
+    )
+    per_rank = {}
+    for rank in (0, 1):
+        dm.trainer = SimpleNamespace(global_rank=rank, world_size=2)
+        per_rank[rank] = {split: list(dm.dataloader(split)) for split in ("train", "val", "test")}
+    dm.trainer = None
+    for split in ("val", "test"):
+        single = list(dm.dataloader(split))
+        n = dm.stream(split).numel() - 1
+        assert sum(b.n_targets for b in single) == n
+        scored = [b.n_targets for r in (0, 1) for b in per_rank[r][split]]
+        assert sum(scored) == n, "no window scored twice, none left out"
+        starts = [s for r in (0, 1) for b in per_rank[r][split] for s in b.meta["starts"]]
+        assert starts == [s for b in single for s in b.meta["starts"]]
+    train = [per_rank[r]["train"] for r in (0, 1)]
+    assert len(train[0]) == len(train[1]), "DDP needs every rank at every optimiser step"
+    assert len(train[0]) == -(-len(list(dm.dataloader("train"))) // 2)
+
+
+def test_a_rank_with_no_evaluation_window_still_joins_the_reduction():
+    from lineage.data.windows import empty_batch, shard_windows, sliding_windows
+
+    windows = sliding_windows(12, 16, 7)  # one window
+    assert shard_windows(windows, 0, 2) == windows and shard_windows(windows, 1, 2) == []
+    shares = [shard_windows(sliding_windows(81, 16, 7), r, 3) for r in range(3)]
+    assert [len(s) for s in shares] == [3, 3, 3]
+    assert sum(shares, []) == sliding_windows(81, 16, 7)
+    assert empty_batch(torch.arange(12), "val", 1).n_targets == 0
+
+
+def test_gradient_families_shard_their_own_data_under_ddp():
+    from lineage.models.recurrent import RecurrentLM
+    from lineage.modules.neural import NeuralLM
+
+    for mode in ("stream", "window"):
+        model = NeuralLM(
+            ["<unk>", "<eos>", "a"],
+            net=lambda vocab_size: RecurrentLM(vocab_size, cell="lstm", hidden_size=4),
+            optimizer=lambda params: torch.optim.SGD(params, lr=1.0),
+            batching={"mode": mode, "batch_size": 2, "seq_len": 4},
+        )
+        assert model.trainer_overrides()["use_distributed_sampler"] is False, mode

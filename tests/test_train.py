@@ -75,7 +75,9 @@ def test_uniform_perplexity_is_the_vocabulary_size(tiny_cfg):
     V = dm.vocab_size
     assert results["test/ppl"] == pytest.approx(V, rel=1e-12)
     assert results["val/bits_per_token"] == pytest.approx(math.log2(V), rel=1e-12)
+    # the targets scored, not the data statistic (which has its own name)
     assert results["test/tokens"] == dm.stream("test").numel() - 1
+    assert results["test/data_tokens"] == dm.stats()["test/tokens"] == results["test/tokens"]
 
 
 class _InterruptTraining(L.Callback):
@@ -175,3 +177,69 @@ def test_train_rate_counts_the_tokens_actually_trained(tiny_cfg):
     results = run(cfg)
     trained = results["cost/train_tokens_per_sec"] * results["cost/train_seconds"]
     assert trained == pytest.approx(2 * 4 * 5)
+
+
+class _ProgressBar(L.Callback):
+    """What the progress bar shows after each training batch."""
+
+    def __init__(self):
+        self.shown: list[set[str]] = []
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        self.shown.append(set(trainer.progress_bar_metrics))
+
+
+def test_train_loss_is_logged_once_per_epoch_under_its_documented_name(tiny_cfg):
+    cfg = tiny_cfg(
+        "model=lstm_small",
+        "model.net.hidden_size=16",
+        "model.batching.batch_size=4",
+        "model.batching.seq_len=10",
+        "model.batching.eval_seq_len=50",
+        "model.max_epochs=3",
+        "model.optimizer.lr=0.3",
+        "trainer.enable_progress_bar=false",
+        "samples.count=0",
+        "study=train_loss",
+        tracking="mlflow",
+    )
+    bar = _ProgressBar()
+    run(cfg, callbacks=[bar])
+    client, _, (mlrun,) = _runs(cfg)
+    assert "train/loss_epoch" not in mlrun.data.metrics
+    history = client.get_metric_history(mlrun.info.run_id, "train/loss")
+    assert len(history) == 3, "design.md §4: one train/loss (the epoch's mean) per epoch"
+    assert len({m.step for m in history}) == 3
+    assert all(0 < m.value < 20 for m in history)
+    # the progress bar shows a live loss and the token rate while training
+    assert bar.shown and all({"train/loss_step", "tok/s"} <= shown for shown in bar.shown[1:])
+
+
+def test_tokens_is_the_count_scored_and_the_split_size_has_its_own_name(tiny_cfg):
+    # one test batch of one row x 10 targets: the scoring sees 10 of the split's targets, and
+    # `test/tokens` must say so (not the split's size, `test/data_tokens`)
+    cfg = tiny_cfg(
+        "model=lstm_small",
+        "model.net.hidden_size=16",
+        "model.batching.eval_seq_len=10",
+        "+trainer.limit_test_batches=1",
+        "trainer.enable_progress_bar=false",
+        "samples.count=0",
+        "stages=[test]",
+        "study=tokens",
+        tracking="mlflow",
+    )
+    results = run(cfg)
+    from hydra.utils import instantiate
+
+    dm = instantiate(cfg.corpus)
+    dm.setup()
+    assert results["test/tokens"] == 10
+    assert results["test/data_tokens"] == dm.stream("test").numel() - 1 > 10
+    assert results["test/nll"] == pytest.approx(math.log(results["test/ppl"]))
+    client, _, (mlrun,) = _runs(cfg)
+    scored = client.get_metric_history(mlrun.info.run_id, "test/tokens")
+    assert [m.value for m in scored] == [10], "the data statistic is not logged under this name"
+    assert mlrun.data.metrics["test/data_tokens"] == results["test/data_tokens"]
+    assert mlrun.data.metrics["val/data_tokens"] == dm.stream("val").numel() - 1
+    assert mlrun.data.metrics["train/tokens"] == dm.stream("train").numel() - 1

@@ -34,11 +34,14 @@ from lineage.data.sources import (
 from lineage.data.tokenizers import check_tokenizer
 from lineage.data.vocab import Vocabulary
 from lineage.data.windows import (
+    RankSampler,
     ShuffledWindowSampler,
     WindowDataset,
+    empty_batch,
     full_batches,
     passthrough,
     shard_stream_batches,
+    shard_windows,
     sliding_windows,
     stream_batches,
     training_windows,
@@ -81,7 +84,8 @@ class CorpusDataModule(L.LightningDataModule):
         max_size, min_freq: vocabulary (see :meth:`Vocabulary.build`).
         version: bump to force a rebuild of the prepared cache.
         seed: base seed of the per-epoch window shuffle; default drawn from torch's global RNG
-            when the train loader is made (so ``seed_everything`` fixes it).
+            when the train loader is made (so ``seed_everything`` fixes it; rank 0's draw under
+            data parallelism, where every rank must shuffle alike).
 
     Raises:
         DataError: unknown source or tokenizer.
@@ -375,14 +379,26 @@ class CorpusDataModule(L.LightningDataModule):
         elif train:
             windows = training_windows(len(ids), b.seq_len)
             dataset = WindowDataset(ids, windows, b.batch_size, split)
+            rank, world = self._rank_and_world()
             if b.shuffle:
                 seed = self.seed
                 if seed is None:
                     seed = int(torch.randint(0, 2**31 - 1, ()).item())
+                    if world > 1:  # every rank must draw the same permutation
+                        seed = int(self.trainer.strategy.broadcast(seed, src=0))
                 sampler = ShuffledWindowSampler(len(windows), b.batch_size, seed)
+            if world > 1:  # each rank its own batches (the trainer injects no sampler)
+                order = sampler if sampler is not None else range(len(dataset))
+                sampler = RankSampler(order, rank, world)
         else:
-            windows = sliding_windows(len(ids), b.seq_len, b.min_context)
-            dataset = WindowDataset(ids, windows, b.eval_batch_size, split)
+            # Each rank scores its own windows; the module adds the sums across ranks.
+            rank, world = self._rank_and_world()
+            every = sliding_windows(len(ids), b.seq_len, b.min_context)
+            windows = shard_windows(every, rank, world)
+            if windows:
+                dataset = WindowDataset(ids, windows, b.eval_batch_size, split)
+            else:
+                dataset = [empty_batch(ids, split, rank)]
         # batch_size=None: the dataset already yields whole batches.
         return DataLoader(dataset, batch_size=None, sampler=sampler, collate_fn=passthrough)
 

@@ -19,7 +19,9 @@ Three modes, one per :attr:`Batching.mode <lineage.interface.Batching>`:
   stride ``seq_len - min_context``; the first window scores all its targets, each later one scores
   only the targets after the ``min_context + 1`` tokens it repeats, so every target is scored
   exactly once with at least ``min(min_context + 1, position)`` tokens of history. Rows of a batch
-  are padded to equal length with ``target_mask`` False (pad id 0).
+  are padded to equal length with ``target_mask`` False (pad id 0). Under data parallelism
+  :func:`shard_windows` gives each rank its own evaluation windows (no window twice, none left
+  out) and :class:`RankSampler` each rank its own training batches.
 
 Batches are plain objects: DataLoaders use ``batch_size=None`` and :func:`passthrough` as collate.
 """
@@ -136,10 +138,16 @@ def shard_stream_batches(
         ]
     if rank == 0:
         return list(batches)
-    # One batch with no target: the rank still runs the loop and joins the reduction of sums.
-    tokens = batches[0].tokens[:1, :2].contiguous()
+    return [empty_batch(batches[0].tokens.flatten(), split, rank)]
+
+
+def empty_batch(ids: np.ndarray | torch.Tensor, split: str, rank: int) -> TokenBatch:
+    """A (1, 2) batch with no target, for a rank with nothing to score under data parallelism:
+    the rank still runs the evaluation loop and joins the reduction of the sums (a rank with no
+    batch would skip the loop's end and leave the others waiting)."""
+    tokens = _as_long(ids)[:2].view(1, -1).contiguous()
     mask = torch.zeros_like(tokens, dtype=torch.bool)
-    return [TokenBatch(tokens, mask, carry=False, split=split, meta={"rank": rank, "empty": True})]
+    return TokenBatch(tokens, mask, carry=False, split=split, meta={"rank": rank, "empty": True})
 
 
 def training_windows(n_tokens: int, seq_len: int) -> list[Window]:
@@ -170,6 +178,22 @@ def sliding_windows(n_tokens: int, seq_len: int, min_context: int) -> list[Windo
         scored_to = end - 1
         start += stride
     return windows
+
+
+def shard_windows(windows: Sequence[Window], rank: int, world_size: int) -> list[Window]:
+    """This rank's contiguous share of the evaluation windows under data parallelism.
+
+    The shares partition the windows in order (sizes differ by at most one, the larger ones
+    first; a rank may get none when there are fewer windows than ranks), so the sums added
+    across ranks count every target of the split exactly once. Lightning's
+    ``DistributedSampler`` would instead pad the batches to a multiple of the number of ranks by
+    repeating the first ones, scoring their targets twice.
+    """
+    if not 0 <= rank < world_size:
+        raise ValueError(f"rank {rank} is not in [0, {world_size})")
+    per, extra = divmod(len(windows), world_size)  # the first `extra` ranks take one more
+    lo = rank * per + min(rank, extra)
+    return list(windows[lo : lo + per + (rank < extra)])
 
 
 def _make_batch(
@@ -246,6 +270,39 @@ class ShuffledWindowSampler(Sampler):
         perm = torch.randperm(self.n_windows, generator=g).tolist()
         for i in range(0, self.n_windows, self.batch_size):
             yield perm[i : i + self.batch_size]
+
+
+class RankSampler(Sampler):
+    """Training under data parallelism: rank ``r`` takes items ``r, r + W, ...`` of ``sampler``.
+
+    The items (batch indices or lists of window indices) are padded by repeating the first ones
+    up to a multiple of ``world_size``, so that every rank takes the same number of optimiser
+    steps (DDP's gradient reduction needs every rank at every step), as Lightning's
+    ``DistributedSampler`` does for training. Every rank must draw the same items from
+    ``sampler`` (the same seed). ``set_epoch`` is passed on.
+    """
+
+    def __init__(self, sampler: Sampler | Sequence, rank: int, world_size: int):
+        if not 0 <= rank < world_size:
+            raise ValueError(f"rank {rank} is not in [0, {world_size})")
+        self.sampler = sampler
+        self.rank = int(rank)
+        self.world_size = int(world_size)
+
+    def set_epoch(self, epoch: int) -> None:
+        if hasattr(self.sampler, "set_epoch"):
+            self.sampler.set_epoch(epoch)
+
+    def __len__(self) -> int:
+        return math.ceil(len(self.sampler) / self.world_size)
+
+    def __iter__(self) -> Iterator:
+        items = list(self.sampler)
+        if not items:
+            return iter(())
+        total = len(self) * self.world_size
+        padded = (items * math.ceil(total / len(items)))[:total]
+        return iter(padded[self.rank :: self.world_size])
 
 
 def window_batches(

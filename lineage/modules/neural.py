@@ -62,6 +62,19 @@ class BestCheckpoint(ModelCheckpoint):
             self.kth_best_model_path, self.kth_value = path, score
 
 
+class LastCheckpoint(ModelCheckpoint):
+    """The checkpoint of the last epoch (``last.ckpt``), from which a run resumes.
+
+    A class of its own: Lightning replaces a trainer's callbacks by the module's
+    ``configure_callbacks`` on each ``fit``/``validate``/``test`` by type, stopping at the first
+    trainer callback type (in set order, which differs between processes) that a module
+    callback subclasses. With a plain ``ModelCheckpoint`` beside :class:`BestCheckpoint`, the
+    ``validate`` after ``fit`` sometimes kept the fit's ``BestCheckpoint`` as a third
+    checkpoint, in some DDP processes and not others, whose collectives then no longer matched
+    (a hang).
+    """
+
+
 @contextlib.contextmanager
 def _eval_mode(module: torch.nn.Module):
     """Evaluation mode (no dropout) inside the block, the caller's mode restored after it."""
@@ -165,9 +178,11 @@ class NeuralLM(LineageModule):
         }
         if self.hparams.get("max_time"):
             overrides["max_time"] = self.hparams.max_time
-        if self._batching.mode == "stream":
-            # A DistributedSampler would deal consecutive stream batches to alternate ranks and
-            # break state carrying: the data module gives each rank its own rows instead.
+        if self._batching.mode in ("stream", "window"):
+            # Under DDP the data module gives each rank its share itself. Lightning's injected
+            # DistributedSampler would deal consecutive stream batches to alternate ranks (breaking
+            # state carrying), and pad evaluation batches to a multiple of the number of ranks by
+            # repeating the first ones (scoring their targets twice).
             overrides["use_distributed_sampler"] = False
         return overrides
 
@@ -195,7 +210,7 @@ class NeuralLM(LineageModule):
         # from its best epoch, not its last.
         return [
             BestCheckpoint(monitor="val/ppl", mode="min", filename="best", save_top_k=1),
-            ModelCheckpoint(monitor=None, filename="last", save_top_k=1),
+            LastCheckpoint(monitor=None, filename="last", save_top_k=1),
         ]
 
     def cost(self) -> dict[str, float]:
@@ -241,7 +256,11 @@ class NeuralLM(LineageModule):
         self._tokens_seen += n
         self.trained_tokens += n
         elapsed = time.perf_counter() - (self._clock or time.perf_counter())
-        self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=n)
+        # design.md §4: `train/loss` is the epoch's mean (per target). With on_step and on_epoch
+        # both set Lightning would log `train/loss_step` and `train/loss_epoch` instead, so the
+        # live value for the progress bar has its own explicit name.
+        self.log("train/loss", loss, on_step=False, on_epoch=True, batch_size=n)
+        self.log("train/loss_step", loss, prog_bar=True, on_step=True, on_epoch=False, batch_size=n)
         if elapsed > 0:
             self.log(
                 "tok/s", self._tokens_seen / elapsed, prog_bar=True, logger=False, batch_size=n

@@ -45,8 +45,8 @@ class Column:
         decimals: digits after the point (``fixed`` and ``percent``).
         spread: show ``± sd`` when the row has two or more values.
         requires: count a run's value only if the run also has this metric (``test/tokens``
-            only where ``test/ppl`` was scored: the data statistic of the same name is logged
-            for every family).
+            only where ``test/ppl`` was scored: runs logged before the data statistic became
+            ``test/data_tokens`` have it under the same name, for every family).
     """
 
     key: str
