@@ -95,29 +95,28 @@ def config_hash(cfg: DictConfig) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
+def _found(data: Any, path: tuple[str, ...]) -> list[tuple[dict, str]]:
+    """(mapping, key) of every key at ``path`` in nested dicts ("*" matches every key)."""
+    if not isinstance(data, dict):
+        return []
+    head, rest = path[0], path[1:]
+    keys = list(data) if head == "*" else [head] if head in data else []
+    if not rest:
+        return [(data, key) for key in keys]
+    return [found for key in keys for found in _found(data[key], rest)]
+
+
 def _set_present(data: Any, path: tuple[str, ...], value: Any) -> None:
     """Set the key at ``path`` ("*" matches every key) to ``value`` where it exists."""
-    if not isinstance(data, dict):
-        return
-    head, rest = path[0], path[1:]
-    for key in list(data) if head == "*" else [head] if head in data else []:
-        if rest:
-            _set_present(data[key], rest, value)
-        else:
-            data[key] = value
+    for mapping, key in _found(data, path):
+        mapping[key] = value
 
 
 def _drop_default(data: Any, path: tuple[str, ...], default: Any) -> None:
     """Remove the key at ``path`` ("*" matches every key) where its value is ``default``."""
-    if not isinstance(data, dict):
-        return
-    head, rest = path[0], path[1:]
-    keys = list(data) if head == "*" else [head] if head in data else []
-    for key in keys:
-        if rest:
-            _drop_default(data[key], rest, default)
-        elif data[key] == default and type(data[key]) is type(default):
-            del data[key]
+    for mapping, key in _found(data, path):
+        if mapping[key] == default and type(mapping[key]) is type(default):
+            del mapping[key]
 
 
 def flatten(data: Mapping[str, Any], prefix: str = "") -> dict[str, str]:

@@ -59,6 +59,7 @@ from torch.utils.data import DataLoader
 from lineage.interface import FitMode
 from lineage.modules.base import build, plain
 from lineage.tasks.base import (
+    POOLINGS,
     FinetuneConfig,
     TaskConfig,
     classification_metrics,
@@ -102,8 +103,8 @@ class TextClassifier(nn.Module):
         self, body: nn.Module, n_classes: int, dropout: float, pad_id: int, pooling: str = "mean"
     ):
         super().__init__()
-        if pooling not in ("mean", "max", "last"):
-            raise ValueError(f"pooling={pooling!r}: use mean, max or last")
+        if pooling not in POOLINGS:
+            raise ValueError(f"pooling={pooling!r}: use {' | '.join(POOLINGS)}")
         self.pooling = pooling
         self.body = body
         with torch.no_grad():
