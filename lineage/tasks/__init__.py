@@ -184,6 +184,16 @@ def answer_task(
             cfg.probe.max_iter,
             seed,
         )
+        if result.unconverged:
+            log.warning(
+                "task %s: the probe's logistic regression stopped at max_iter=%d before "
+                "converging for C = %s (chosen: %g); raise task.%s.probe.max_iter",
+                name,
+                cfg.probe.max_iter,
+                ", ".join(f"{c:g}" for c in result.unconverged),
+                result.C,
+                name,
+            )
         folds_val.append(result.val)
         folds_test.append(result.test)
         chosen.append(result.C)

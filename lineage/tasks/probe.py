@@ -28,6 +28,7 @@ class ProbeResult:
         dev_accuracy: C -> dev accuracy, for the whole grid.
         confusion: (C, C) test confusion matrix.
         predictions: (N_test,) predicted class ids.
+        unconverged: the C values whose solver stopped at ``max_iter`` before converging.
     """
 
     C: float
@@ -36,6 +37,7 @@ class ProbeResult:
     dev_accuracy: dict[float, float]
     confusion: np.ndarray
     predictions: np.ndarray
+    unconverged: list[float]
 
 
 def _classifier(C: float, n_classes: int, sparse: bool, scale: bool, max_iter: int, seed: int):
@@ -50,6 +52,11 @@ def _classifier(C: float, n_classes: int, sparse: bool, scale: bool, max_iter: i
     if scale and not sparse:
         return make_pipeline(StandardScaler(), clf)
     return clf
+
+
+def _logistic(model):
+    """The LogisticRegression itself, inside or outside a scaling pipeline."""
+    return model[-1] if hasattr(model, "steps") else model
 
 
 def _scores(model, X, n_classes: int) -> np.ndarray | None:
@@ -90,6 +97,7 @@ def fit_probe(
     sparse = sp.issparse(X_train)
     best = None
     dev_accuracy: dict[float, float] = {}
+    unconverged: list[float] = []
     import warnings
 
     for C in sorted(float(c) for c in Cs):
@@ -97,6 +105,9 @@ def fit_probe(
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ConvergenceWarning)
             model.fit(X_train, y_train)
+        # sklearn's warning is silenced for the grid; the caller reports what did not converge
+        if int(np.max(_logistic(model).n_iter_)) >= max_iter:
+            unconverged.append(C)
         acc = float((model.predict(X_val) == y_val).mean())
         dev_accuracy[C] = acc
         if best is None or acc > best[0]:  # strict: ties keep the smaller C
@@ -114,4 +125,5 @@ def fit_probe(
         dev_accuracy=dev_accuracy,
         confusion=confusion(y_test, test_pred, n_classes),
         predictions=test_pred,
+        unconverged=unconverged,
     )

@@ -4,11 +4,20 @@ C is chosen on dev, and the metrics agree with hand-computed values."""
 from __future__ import annotations
 
 import csv
+import logging
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 
-from lineage.tasks.base import ProbeConfig, classification_metrics, mean_std, write_confusion
+from lineage.tasks import answer_task, load_task
+from lineage.tasks.base import (
+    ProbeConfig,
+    classification_metrics,
+    mean_std,
+    parse_task_config,
+    write_confusion,
+)
 from lineage.tasks.features import TextEncoder, TfidfFeatures
 from lineage.tasks.probe import fit_probe
 
@@ -46,6 +55,28 @@ def test_probe_chooses_c_on_dev_and_ties_go_to_stronger_regularisation():
     result = fit_probe(Xtr, ytr, Xva, yva, Xte, yte, n_classes=2, Cs=[100.0, 1.0, 10.0])
     assert result.dev_accuracy == {1.0: 1.0, 10.0: 1.0, 100.0: 1.0}
     assert result.C == 1.0
+
+
+def test_probe_reports_the_c_values_whose_solver_did_not_converge():
+    rng = np.random.default_rng(4)
+    (Xtr, ytr), (Xva, yva), (Xte, yte) = (_blobs(n, rng) for n in (200, 100, 100))
+    assert fit_probe(Xtr, ytr, Xva, yva, Xte, yte, n_classes=2).unconverged == []
+    cut = fit_probe(Xtr, ytr, Xva, yva, Xte, yte, n_classes=2, Cs=[1.0, 100.0], max_iter=1)
+    assert cut.unconverged == [1.0, 100.0]
+
+
+def test_an_unconverged_probe_is_a_warning_that_names_the_setting(caplog):
+    cfg = parse_task_config(
+        "polarity", {"source": "polarity", "cv_folds": 2, "probe": {"max_iter": 1}}
+    )
+    data = load_task("polarity", cfg)
+    ngram = SimpleNamespace(family="ngram")  # the TF-IDF features read no model state
+    with caplog.at_level(logging.WARNING, logger="lineage"):
+        answer = answer_task("polarity", cfg, data, ngram, TextEncoder())
+    assert answer["answer"] == "probe"
+    warned = [r.getMessage() for r in caplog.records if "max_iter=1" in r.getMessage()]
+    assert len(warned) == 2  # one per fold
+    assert "raise task.polarity.probe.max_iter" in warned[0]
 
 
 def test_probe_multiclass_on_tfidf_text():
