@@ -25,6 +25,7 @@ from gensim.models import KeyedVectors, Word2Vec
 
 from lineage.models.embeddings import pool
 from lineage.tasks.data import load_sst2
+from lineage.tasks.features import TextEncoder
 from lineage.tasks.probe import fit_probe
 
 
@@ -39,7 +40,8 @@ def main() -> None:
     args = ap.parse_args()
 
     data = load_sst2("sst2", args.data_dir, offline=True)
-    words = {s: [t.split() for t in data.texts[s]] for s in ("train", "val", "test")}
+    encoder = TextEncoder()  # whitespace, as a PTB run tokenises task texts
+    words = {s: encoder.words(data.texts[s]) for s in ("train", "val", "test")}
     y = {s: data.y(s) for s in words}
     vocab = sorted({w for ws in words["train"] for w in ws})
 
