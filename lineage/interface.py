@@ -52,7 +52,8 @@ class Batching:
             ``"stream"`` — Zaremba-style contiguous batches: the stream cut into ``batch_size``
             rows, consecutive batches continue each row (stateful models carry state);
             ``"window"`` — fixed-length windows (fixed-context models); evaluation uses sliding
-            windows so every target is scored once with at least ``min_context`` history.
+            windows so every target is scored once with at least ``min_context + 1`` tokens of
+            history (all of it near the split's start).
         batch_size: rows per training batch (ignored by ``"full"``).
         seq_len: targets per row per batch (BPTT length or window length).
         eval_batch_size: rows per evaluation batch; ``"stream"`` with 1 scores each target with its

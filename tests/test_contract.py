@@ -42,17 +42,20 @@ def fitted(request, tmp_path_factory):
         )
         if model.fit_mode != FitMode.NONE:
             trainer.fit(model, datamodule=dm)
+        else:  # nothing to fit; attaches the model (checkpoints), whatever test runs first
+            trainer.validate(model, datamodule=dm, verbose=False)
         _FITTED[name] = (model, dm, trainer)
     return _FITTED[name]
 
 
 def _contexts(dm, generator) -> list[torch.Tensor]:
-    """Contexts of lengths 0..12: real text, <unk>, <eos>, and random (unseen) histories."""
+    """Contexts of lengths 0..20: real text, <unk>, <eos>, and random (unseen) histories (20 is
+    longer than transformer_tiny's window: its sliding path for long inputs)."""
     V = dm.vocab_size
     stream = dm.stream("test")
     unk, eos = dm.vocab.unk_id, dm.vocab.eos_id
     out = [torch.zeros((2, 0), dtype=torch.long)]
-    for length in (1, 2, 3, 5, 8, 12):
+    for length in (1, 2, 3, 5, 8, 12, 20):
         real = stream[:length].unsqueeze(0)
         rand = torch.randint(0, V, (2, length), generator=generator)
         specials = torch.tensor([[unk, eos] * length][0][:length]).unsqueeze(0)
@@ -122,6 +125,32 @@ def test_checkpoint_round_trip_gives_identical_scores(fitted, tmp_path):
     batch = TokenBatch(tokens, mask, split="test")
     assert torch.equal(model.token_log_probs(batch), restored.token_log_probs(batch))
     assert restored.vocab == model.vocab
+
+
+@pytest.mark.parametrize("fitted", ["word2vec", "glove"], indirect=True)
+def test_restored_vectors_on_task_texts_still_read_the_corpus(fitted, tmp_path):
+    """A resumed run whose training was done restores the vectors; task-text vectors must
+    still be trained on the corpus train split + the task texts, not on the task texts alone."""
+    import lightning as L
+
+    model, dm, trainer = fitted
+    path = tmp_path / "model.ckpt"
+    trainer.save_checkpoint(path)
+    restored = type(model).load_from_checkpoint(path)
+    with pytest.raises(RuntimeError, match=r"Trainer\.fit\(model, datamodule=\.\.\.\) first"):
+        restored.train_vectors([["zebra", "cat"]])
+    again = L.Trainer(
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        max_epochs=trainer.max_epochs,
+        **{k: v for k, v in restored.trainer_overrides().items() if k != "max_epochs"},
+    )
+    again.fit(restored, datamodule=dm, ckpt_path=path)  # nothing left to train
+    assert restored.corpus_sentences() == model.corpus_sentences()
+    words = set(restored.train_vectors([["zebra", "cat"]] * 3).key_to_index)
+    assert "zebra" in words and {w for s in model.corpus_sentences() for w in s} <= words
 
 
 @parametrize_models

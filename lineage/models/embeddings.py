@@ -224,7 +224,6 @@ class Word2Vec:
         if self.settings["sg"] == 0:
             self.citation = "Mikolov et al. 2013 (word2vec CBOW; gensim: Řehůřek & Sojka 2010)"
         self.kv = None
-        self.sentences: list[list[str]] = []
         self.words_per_sec = 0.0
 
     def train(self, sentences: list[list[str]]):
@@ -239,13 +238,8 @@ class Word2Vec:
         return model.wv
 
     def fit(self, sentences: list[list[str]]) -> None:
-        """Train on the corpus train split's sentences (kept for :meth:`train_vectors`)."""
-        self.sentences = sentences
+        """Train the family's vectors on the corpus train split's sentences."""
         self.kv = self.train(sentences)
-
-    def train_vectors(self, extra: list[list[str]]):
-        """Vectors trained, with the same settings, on the corpus train split plus ``extra``."""
-        return self.train([*self.sentences, *extra])
 
     def cost(self) -> dict[str, float]:
         if self.kv is None:

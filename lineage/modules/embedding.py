@@ -74,6 +74,7 @@ class EmbeddingModule(LineageModule):
         self.evaluate = bool(evaluate)
         self.automatic_optimization = False
         self._extra_vectors: dict[str, object] = {}  # digest of ``extra`` -> KeyedVectors
+        self._corpus_words: list[list[str]] = []  # the train split as fit read it
 
     # ----- the family's vectors ---------------------------------------------------------
     def keyed_vectors(self):
@@ -101,6 +102,24 @@ class EmbeddingModule(LineageModule):
 
     def _train_vectors(self, extra: list[list[str]]):
         raise NotImplementedError
+
+    def corpus_sentences(self) -> list[list[str]]:
+        """The corpus train split as word lists, as ``fit`` read it.
+
+        A checkpoint keeps the vectors, not the corpus: a model restored from one (a resumed run
+        whose training was already done) rebuilds them from the datamodule its trainer holds.
+        """
+        if not self._corpus_words:
+            datamodule = getattr(self._trainer, "datamodule", None)
+            if datamodule is None:
+                raise RuntimeError(
+                    f"{self.family}: vectors on the corpus + task texts need the corpus train "
+                    "split, and this model has none (restored from a checkpoint, no trainer "
+                    "attached): run Trainer.fit(model, datamodule=...) first"
+                )
+            ids = datamodule.stream("train").numpy()
+            self._corpus_words = sentences_as_words(ids, self.vocab)
+        return self._corpus_words
 
     @torch.no_grad()
     def features(self, texts: Sequence[Sequence[int]], weights=None) -> torch.Tensor:
@@ -183,8 +202,8 @@ class Word2VecModule(EmbeddingModule):
         return None
 
     def training_step(self, batch: TokenBatch, batch_idx: int) -> None:
-        sentences = sentences_as_words(_train_stream(batch), self.vocab)
-        self.lm.fit(sentences)
+        self._corpus_words = sentences_as_words(_train_stream(batch), self.vocab)
+        self.lm.fit(self._corpus_words)
         self.log(
             "train/words_per_sec", self.lm.words_per_sec, on_step=False, on_epoch=True, batch_size=1
         )
@@ -193,7 +212,7 @@ class Word2VecModule(EmbeddingModule):
         return self.lm.kv
 
     def _train_vectors(self, extra: list[list[str]]):
-        return self.lm.train_vectors(extra)
+        return self.lm.train([*self.corpus_sentences(), *extra])
 
     def cost(self) -> dict[str, float]:
         return {k: float(v) for k, v in self.lm.cost().items()}
@@ -256,7 +275,6 @@ class GloVeModule(EmbeddingModule):
         for name in ("family", "year", "era", "citation", "capabilities"):
             setattr(self, name, getattr(self.net, name))
         self._entries: dict[str, torch.Tensor] | None = None
-        self._sentences: list[list[str]] = []
         self._kv = None
 
     def trainer_overrides(self) -> dict:
@@ -279,7 +297,7 @@ class GloVeModule(EmbeddingModule):
                 self.hparams.symmetric,
             )
             self._entries = glove_entries(X, self.net)
-            self._sentences = sentences_as_words(ids, self.vocab)
+            self._corpus_words = sentences_as_words(ids, self.vocab)
             self._generator = torch.Generator().manual_seed(int(self.hparams.seed))
             self.log(
                 "train/cooccurrence_nnz", float(X.nnz), on_step=False, on_epoch=True, batch_size=1
@@ -303,7 +321,7 @@ class GloVeModule(EmbeddingModule):
     def _train_vectors(self, extra: list[list[str]]):
         net = self.net
         return train_glove(
-            [*self._sentences, *extra],
+            [*self.corpus_sentences(), *extra],
             dim=net.w.embedding_dim,
             window=self.hparams.window,
             x_max=net.x_max,

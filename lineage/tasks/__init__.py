@@ -94,7 +94,7 @@ def load_task(name: str, cfg: TaskConfig) -> TaskData:
     elif cfg.source == "imdb":
         data = load_imdb(name, cfg.data_dir, cfg.offline or None, cfg.dev_fraction, cfg.dev_seed)
     else:
-        data = load_csv(name, cfg.csv, split, cfg.dev_fraction, cfg.dev_seed)
+        data = load_csv(name, cfg.csv, split, cfg.dev_fraction, cfg.dev_seed, cfg.dedupe)
     classes_from(data, cfg.classes)
     if "train" in data.texts:
         subsample(data, "train", cfg.max_train, cfg.dev_seed)

@@ -139,7 +139,8 @@ class TaskConfig:
         path: ``polarity`` only: another file in the same format.
         classes: the label order (index = class id); default: as the source defines it.
         split: one labelled pool -> stratified train/val/test ratios and seed.
-        dedupe: drop repeated texts before splitting (``sms_spam``).
+        dedupe: drop repeated texts before splitting a pool (``sms_spam``, ``csv`` with
+            ``files.all``); a text with two labels is an error.
         cv_folds: > 1: stratified k-fold cross-validation over the pool (``polarity``).
         cv_seed: seed of the folds.
         dev_fraction: tasks without a dev split: share of train held out for model selection.

@@ -274,11 +274,12 @@ def _file_info(rf: RemoteFile, path: Path, selector: str = "") -> dict[str, str]
 
 def _decode(data: bytes, where: str, encoding: str = "utf-8") -> str:
     try:
-        return data.decode(encoding)
+        text = data.decode(encoding)
     except UnicodeDecodeError as e:
         raise DataError(
             f"{where} is not valid {encoding} ({e}); convert it or set the task's encoding"
         ) from e
+    return text.removeprefix("\ufeff")  # a byte-order mark (Excel's UTF-8 export) is not text
 
 
 # ---------------------------------------------------------------------------- parsers
@@ -349,7 +350,8 @@ def parse_sms(lines: Sequence[str], where: str) -> tuple[list[str], list[str]]:
 def parse_ag_news(data: str, where: str) -> tuple[list[str], list[str]]:
     """Zhang et al.'s CSV: ``"class index","title","description"``; text = title + description.
 
-    Backslash escapes as the readme documents: ``\\n`` is a newline, ``\\$`` a dollar sign.
+    The readme says new lines are escaped as ``\\n``, but the files mark a line break with a bare
+    backslash (``dwindling\\band``, ``Group,\\which``), so every backslash becomes a space.
     """
     texts, labels = [], []
     for i, row in enumerate(csv.reader(io.StringIO(data)), 1):
@@ -357,7 +359,7 @@ def parse_ag_news(data: str, where: str) -> tuple[list[str], list[str]]:
             continue
         if len(row) != 3 or row[0] not in ("1", "2", "3", "4"):
             raise DataError(f'{where}:{i}: expected \'"1-4","title","description"\'')
-        text = f"{row[1]} {row[2]}".replace("\\n", " ").replace("\\", "")
+        text = f"{row[1]} {row[2]}".replace("\\", " ")
         texts.append(" ".join(text.split()))
         labels.append(AG_NEWS_CLASSES[int(row[0]) - 1])
     return texts, labels
@@ -434,7 +436,10 @@ def deduplicate(texts: list[str], labels: list[str], where: str) -> tuple[list, 
     for t, lab in zip(texts, labels, strict=True):
         if t in seen:
             if seen[t] != lab:
-                raise DataError(f"{where}: the text {t[:60]!r} has labels {seen[t]} and {lab}")
+                raise DataError(
+                    f"{where}: the text {t[:60]!r} has labels {seen[t]} and {lab}; correct the "
+                    "file, or set the task's dedupe: false to keep both"
+                )
             continue
         seen[t] = lab
         out_t.append(t)
@@ -628,15 +633,28 @@ def _column(spec: Any, header: list[str] | None, where: str, key: str) -> int:
         ) from None
 
 
-def read_csv_split(path: Path, cfg: CsvConfig, where: str) -> tuple[list[str], list[str]]:
-    """(texts, labels) of one delimited file per ``cfg``."""
+def read_csv_split(path: Path, cfg: CsvConfig, name: str) -> tuple[list[str], list[str]]:
+    """(texts, labels) of one delimited file per ``cfg`` (task ``name``, for the errors)."""
+    where = f"task {name!r}"
     if len(cfg.delimiter) != 1:
         raise DataError(f"{where}: delimiter must be one character, got {cfg.delimiter!r}")
     data = _decode(path.read_bytes(), str(path), cfg.encoding)
     quoting = csv.QUOTE_MINIMAL if cfg.quoting else csv.QUOTE_NONE
-    rows = list(csv.reader(io.StringIO(data), delimiter=cfg.delimiter, quoting=quoting))
-    rows = [r for r in rows if r and any(c.strip() for c in r)]
-    header = [h.strip() for h in rows[0]] if cfg.header and rows else None
+    # strict: a stray quote is an error, not a field that swallows the rows after it
+    reader = csv.reader(
+        io.StringIO(data), delimiter=cfg.delimiter, quoting=quoting, strict=cfg.quoting
+    )
+    rows: list[tuple[int, list[str]]] = []  # (line number where the row ends, fields)
+    try:
+        for row in reader:
+            if row and any(c.strip() for c in row):
+                rows.append((reader.line_num, row))
+    except csv.Error as e:
+        raise DataError(
+            f"{where}: {path}:{reader.line_num}: {e}; if '\"' is text in this file, not "
+            f"quoting, set task.{name}.csv.quoting=false"
+        ) from e
+    header = [h.strip() for h in rows[0][1]] if cfg.header and rows else None
     body = rows[1:] if cfg.header else rows
     if not body:
         raise DataError(f"{where}: {path} has no data rows")
@@ -644,7 +662,7 @@ def read_csv_split(path: Path, cfg: CsvConfig, where: str) -> tuple[list[str], l
     label_col = _column(cfg.label_column, header, where, "label_column")
     texts, labels = [], []
     need = max([*text_cols, label_col])
-    for i, row in enumerate(body, 2 if cfg.header else 1):
+    for i, row in body:
         if len(row) <= need:
             raise DataError(
                 f"{where}: {path}:{i} has {len(row)} fields, column {need} is needed "
@@ -656,9 +674,15 @@ def read_csv_split(path: Path, cfg: CsvConfig, where: str) -> tuple[list[str], l
 
 
 def load_csv(
-    name: str, cfg: CsvConfig, split: SplitConfig | None, dev_fraction: float, seed: int
+    name: str,
+    cfg: CsvConfig,
+    split: SplitConfig | None,
+    dev_fraction: float,
+    seed: int,
+    dedupe: bool = True,
 ) -> TaskData:
-    """A ``csv`` task: given splits, or one file split by ``split.ratios``."""
+    """A ``csv`` task: given splits, or one file split by ``split.ratios`` (deduplicated first
+    unless ``dedupe`` is false)."""
     where = f"task {name!r}"
     files = {str(k): v for k, v in (cfg.files or {}).items() if v is not None}
     if not files:
@@ -684,7 +708,10 @@ def load_csv(
                 f"{where}: give task.{name}.csv.files.all alone, or "
                 f"task.{name}.csv.files.train/valid/test"
             )
-        texts, labels = read_csv_split(found["all"], cfg, where)
+        texts, labels = read_csv_split(found["all"], cfg, name)
+        if dedupe:  # a text repeated in the pool must not land in both train and test
+            texts, labels, dropped = deduplicate(texts, labels, str(found["all"]))
+            data.notes.append(f"{dropped} duplicate texts dropped before splitting")
         _split_pool(data, texts, labels, split or SplitConfig(), info(found["all"]))
     else:
         for split in SPLITS:
@@ -696,7 +723,7 @@ def load_csv(
                     f"{where}: task.{name}.csv.files.{_SPLIT_KEYS[split][0]} is missing"
                 )
             path = found[key]
-            data.texts[split], data.labels[split] = read_csv_split(path, cfg, where)
+            data.texts[split], data.labels[split] = read_csv_split(path, cfg, name)
             data.files[split] = info(path)
         _dev_from_train(data, dev_fraction, seed)
     data.classes = sorted(set(data.labels["train"]))

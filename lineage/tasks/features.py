@@ -133,7 +133,7 @@ class TfidfFeatures:
 
 
 class LMFeatures:
-    """``model.features(ids)``: the LM's pooled hidden states (the model is frozen)."""
+    """``model.features(ids, batch_size)``: the LM's pooled hidden states (the model is frozen)."""
 
     kind = "lm"
 
@@ -149,7 +149,8 @@ class LMFeatures:
         ids = self.encoder.ids(texts)
         out = []
         for i in range(0, len(ids), 4096):  # bounded memory; the model batches inside
-            out.append(self.model.features(ids[i : i + 4096]).detach().cpu().numpy())
+            chunk = self.model.features(ids[i : i + 4096], batch_size=self.batch_size)
+            out.append(chunk.detach().cpu().numpy())
         return np.concatenate(out).astype(np.float32)  # (N, H)
 
     def describe(self) -> dict[str, float]:

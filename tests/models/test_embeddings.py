@@ -147,7 +147,7 @@ def test_word2vec_trains_and_is_seeded():
     restored = Word2Vec(vocab)
     restored.load_state_dict(a.state_dict())
     assert np.array_equal(restored.kv["cat"], a.kv["cat"])
-    extra = a.train_vectors([["zebra", "cat"]] * 3)
+    extra = a.train([*sentences, *[["zebra", "cat"]] * 3])
     assert "zebra" in extra.key_to_index and "zebra" not in a.kv.key_to_index
 
 
@@ -203,7 +203,7 @@ def test_vectors_on_extra_texts_are_trained_once_per_distinct_texts(caplog):
     spec = {"_target_": "lineage.models.embeddings.Word2Vec", "_partial_": True, "vector_size": 8,
             "window": 2, "epochs": 3, "workers": 1, "seed": 0}  # fmt: skip
     module = Word2VecModule(vocab.itos, spec, evaluate=False)
-    module.lm.fit(TOY * 20)
+    module._corpus_words = TOY * 20  # as fit leaves it
     texts = [["zebra", "cat"]] * 3
     with caplog.at_level(logging.INFO, logger="lineage"):
         first = module.train_vectors(texts)

@@ -23,6 +23,7 @@ from lineage.tasks.data import (
     load_imdb,
     load_sms_spam,
     normalise_stsa,
+    read_csv_split,
     stratified_split,
 )
 
@@ -63,8 +64,11 @@ def test_sms_spam_is_deduplicated_and_split_stratified_with_a_fixed_seed(shared_
     assert sizes["train"] == pytest.approx(0.7 * 5171, abs=2)
     texts = {s: set(t) for s, t in data.texts.items()}
     assert not texts["train"] & texts["test"] and not texts["val"] & texts["test"]
-    for s in ("train", "val", "test"):
-        assert data.y(s).mean() == pytest.approx(653 / 5171, abs=0.01)  # stratified
+    # stratified: each part holds its share of the 653 spam messages (0.7 * 653 = 457.1, the
+    # rest halved); a split that ignores the labels is off by ~11 messages (one sd)
+    spam = {s: int(data.y(s).sum()) for s in data.texts}
+    assert spam == {"train": 457, "val": 98, "test": 98}
+    assert sizes == {"train": 3619, "val": 775, "test": 777}
     again = load_sms_spam("sms_spam", str(shared_data / "sms_spam"), True, split)
     assert again.texts["test"] == data.texts["test"]
 
@@ -93,10 +97,16 @@ def _source(name: str, files: dict[str, Path]) -> TaskSource:
     )
 
 
+# the real files' form: a bare backslash where the text had a line break (first rows of train.csv)
 AG_ROWS = [
-    ("3", "Stocks rally", "Shares rose on Wall Street\\, lifting the \\$ index."),
+    (
+        "3",
+        "Wall St. Bears Claw Back Into the Black (Reuters)",
+        "Reuters - Short-sellers, Wall Street's dwindling\\band of ultra-cynics, are seeing "
+        "green again.",
+    ),
     ("2", "Yankees win", "The Yankees beat the Red Sox 5-3."),
-    ("1", "Talks in Iraq", "Leaders met for peace talks.\\nMore later."),
+    ("1", "Talks in Iraq", "Leaders met for the\\news conference.\\\\ More later."),
     ("4", "New chip", 'Intel unveiled a "faster" chip.'),
 ]
 
@@ -121,8 +131,11 @@ def test_ag_news_downloads_verifies_and_parses(tmp_path):
     assert (cache / "train.csv").read_bytes() == train.read_bytes()  # downloaded into the cache
     assert data.classes == ["World", "Sports", "Business", "Sci/Tech"]
     assert data.labels["test"] == ["Business", "Sports", "World", "Sci/Tech"]
-    assert data.texts["test"][0] == "Stocks rally Shares rose on Wall Street, lifting the $ index."
-    assert data.texts["test"][2] == "Talks in Iraq Leaders met for peace talks. More later."
+    assert data.texts["test"][0] == (
+        "Wall St. Bears Claw Back Into the Black (Reuters) Reuters - Short-sellers, "
+        "Wall Street's dwindling band of ultra-cynics, are seeing green again."
+    )
+    assert data.texts["test"][2] == "Talks in Iraq Leaders met for the news conference. More later."
     assert data.texts["test"][3] == 'New chip Intel unveiled a "faster" chip.'
     assert len(data.texts["val"]) == 4 and len(data.texts["train"]) == 36  # stratified 10%
     # the second load uses the verified cache, even offline
@@ -242,6 +255,36 @@ def test_csv_errors_name_the_setting(tmp_path):
     cfg = CsvConfig(files={"train": str(path)})
     with pytest.raises(DataError, match=r"task\.mine\.csv\.files\.test is missing"):
         load_csv("mine", cfg, None, 0.1, 0)
+
+
+def test_csv_stray_quote_is_an_error_with_the_line_and_the_fix(tmp_path):
+    path = tmp_path / "reviews.tsv"
+    path.write_text('label\ttext\npos\tGreat film\nneg\t"unclosed quote, dull\npos\tnice one\n')
+    cfg = CsvConfig(files={"all": str(path)}, delimiter="\t")
+    with pytest.raises(DataError) as err:
+        load_csv("mine", cfg, SplitConfig(), 0.1, 0)
+    message = str(err.value)
+    assert f"{path}:4" in message and "task.mine.csv.quoting=false" in message
+    cfg.quoting = False  # the quote is text: every row is kept
+    texts, labels = read_csv_split(path, cfg, "mine")
+    assert texts == ["Great film", '"unclosed quote, dull', "nice one"]
+    assert labels == ["pos", "neg", "pos"]
+
+
+def test_csv_with_a_byte_order_mark_and_duplicates_in_the_pool(tmp_path):
+    path = tmp_path / "excel.csv"
+    rows = "".join(f"text {i},{'xy'[i % 2]}\n" for i in range(20))
+    path.write_bytes(("text,label\n" + rows + rows).encode("utf-8-sig"))  # every text twice
+    cfg = CsvConfig(files={"all": str(path)})
+    data = load_csv("mine", cfg, SplitConfig([0.5, 0.25, 0.25]), 0.1, 0)
+    pools = [set(t) for t in data.texts.values()]
+    assert sum(len(t) for t in data.texts.values()) == 20  # one copy of each text
+    assert not (pools[0] & pools[1] or pools[0] & pools[2] or pools[1] & pools[2])
+    kept = load_csv("mine", cfg, SplitConfig([0.5, 0.25, 0.25]), 0.1, 0, dedupe=False)
+    assert sum(len(t) for t in kept.texts.values()) == 40
+    path.write_text("text,label\nsame,x\nsame,y\nother,x\nmore,y\n")
+    with pytest.raises(DataError, match=r"'same' has labels x and y; .*dedupe: false"):
+        load_csv("mine", cfg, SplitConfig([0.5, 0.25, 0.25]), 0.1, 0)
 
 
 def test_task_config_errors_name_the_key():

@@ -10,12 +10,16 @@ from mlflow.tracking import MlflowClient
 
 from lineage.train import run
 
+# a last word that tells nothing: 30 distinct texts per class, so the split's test texts are not
+# copies of train texts (the pool is deduplicated before splitting)
+FILLERS = ["then", "there", "once", "so", "that", "when", "what", "all", "never", "not"]
+
 
 @pytest.fixture
 def separable_csv(tmp_path):
     a = ["alice was very tired", "she thought of the book", "alice had pictures"]
     b = ["the rabbit went down", "rabbit ran out suddenly", "down the rabbit well"]
-    rows = [f"{t},a" for t in a] * 10 + [f"{t},b" for t in b] * 10
+    rows = [f"{t} {w},a" for t in a for w in FILLERS] + [f"{t} {w},b" for t in b for w in FILLERS]
     path = tmp_path / "sep.csv"
     path.write_text("text,label\n" + "\n".join(rows) + "\n")
     return path
@@ -164,7 +168,8 @@ def write_unseen_csv(path, suffix: str = ""):
     """A separable task whose class words the tiny corpus lacks (then ``suffix``)."""
     a = ["zebra quantum violet", "quantum violet zebra", "violet zebra quantum"]
     b = ["mango orbit crimson", "orbit crimson mango", "crimson mango orbit"]
-    rows = [f"{t}{suffix},a" for t in a] * 10 + [f"{t}{suffix},b" for t in b] * 10
+    rows = [f"{t} {w}{suffix},a" for t in a for w in FILLERS]
+    rows += [f"{t} {w}{suffix},b" for t in b for w in FILLERS]
     path.write_text("text,label\n" + "\n".join(rows) + "\n")
     return path
 

@@ -61,7 +61,8 @@ def test_ngram_probe_on_polarity_is_logged_with_the_documented_names(tiny_cfg, t
 
 def test_rules_answer_and_a_task_without_rules_is_unsupported(tiny_cfg, tmp_path):
     path = tmp_path / "mine.csv"
-    path.write_text("text,label\n" + "great fun,yes\n" * 20 + "dull,no\n" * 20)
+    rows = [f"great fun {i},yes\n" for i in range(20)] + [f"dull {i},no\n" for i in range(20)]
+    path.write_text("text,label\n" + "".join(rows))
     cfg = tiny_cfg(
         "model=rule",
         "task=[polarity,csv]",
