@@ -21,7 +21,7 @@ import hashlib
 import json
 import logging
 import subprocess
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -73,8 +73,14 @@ def resolved(cfg: DictConfig) -> dict:
     return OmegaConf.to_container(OmegaConf.masked_copy(cfg, keys), resolve=True)
 
 
-def config_hash(cfg: DictConfig) -> str:
-    """sha256 (16 hex digits) of what a run computes: the resolved config minus locations."""
+def config_hash(
+    cfg: DictConfig, hashed_as_default: Mapping[tuple[str, ...], Any] = HASHED_AS_DEFAULT
+) -> str:
+    """sha256 (16 hex digits) of what a run computes: the resolved config minus locations.
+
+    ``hashed_as_default={}`` gives the hash of lineage before ``HASHED_AS_DEFAULT`` existed
+    (:func:`config_hashes`).
+    """
     data = resolved(cfg)
     for key in UNHASHED_KEYS:
         data.pop(key, None)
@@ -87,7 +93,7 @@ def config_hash(cfg: DictConfig) -> str:
             corpus.pop(key, None)
     if data.get("ckpt_path") is not None:
         data["ckpt_path"] = None  # a resumed run continues the same computation
-    for path, default in HASHED_AS_DEFAULT.items():
+    for path, default in hashed_as_default.items():
         _set_present(data, path, default)
     for path, default in LATER_DEFAULTS.items():
         _drop_default(data, path, default)
@@ -393,8 +399,15 @@ def log_inputs(client, uri: str, run_id: str, inputs: list, attempts: int = 3) -
                 raise
 
 
-def find_finished(tracking: DictConfig, config_hash: str) -> dict | None:
-    """The latest FINISHED run of the study with this config hash: ``{run_id, metrics}``."""
+def config_hashes(cfg: DictConfig) -> list[str]:
+    """The config's hash, then the hash the same config had in earlier versions of lineage
+    (before ``HASHED_AS_DEFAULT``): a run recorded under either computed the same thing."""
+    return list(dict.fromkeys([config_hash(cfg), config_hash(cfg, hashed_as_default={})]))
+
+
+def find_finished(tracking: DictConfig, config_hash: str | Sequence[str]) -> dict | None:
+    """The latest FINISHED run of the study with this config hash (or any of these hashes, in
+    the order given: :func:`config_hashes`): ``{run_id, metrics, config_hash}``."""
     if not tracking.get("enabled", True):
         return None
     uri = str(tracking.uri)
@@ -405,15 +418,18 @@ def find_finished(tracking: DictConfig, config_hash: str) -> dict | None:
     experiment = client.get_experiment_by_name(str(tracking.experiment))
     if experiment is None:
         return None
-    runs = client.search_runs(
-        [experiment.experiment_id],
-        filter_string=f"attributes.status = 'FINISHED' and tags.config_hash = '{config_hash}'",
-        order_by=["attributes.start_time DESC"],
-        max_results=1,
-    )
-    if not runs:
-        return None
-    return {"run_id": runs[0].info.run_id, "metrics": dict(runs[0].data.metrics)}
+    for wanted in [config_hash] if isinstance(config_hash, str) else config_hash:
+        runs = client.search_runs(
+            [experiment.experiment_id],
+            filter_string=f"attributes.status = 'FINISHED' and tags.config_hash = '{wanted}'",
+            order_by=["attributes.start_time DESC"],
+            max_results=1,
+        )
+        if runs:
+            found = runs[0]
+            return {"run_id": found.info.run_id, "metrics": dict(found.data.metrics),
+                    "config_hash": wanted}  # fmt: skip
+    return None
 
 
 @contextmanager

@@ -125,7 +125,15 @@ def run(cfg: DictConfig, callbacks: Sequence = ()) -> dict[str, float]:
     from lineage import __version__
     from lineage.interface import Capability, FitMode
     from lineage.modules.base import ResumeState
-    from lineage.tracking import config_hash, find_finished, flatten, git_info, mlflow_run, resolved
+    from lineage.tracking import (
+        config_hash,
+        config_hashes,
+        find_finished,
+        flatten,
+        git_info,
+        mlflow_run,
+        resolved,
+    )
 
     stages = _validate_stages(cfg.stages)
     _quiet_libraries()
@@ -160,7 +168,7 @@ def run(cfg: DictConfig, callbacks: Sequence = ()) -> dict[str, float]:
                 list(planned),
             )
             return {}
-        done = find_finished(cfg.tracking, tags["config_hash"])
+        done = find_finished(cfg.tracking, config_hashes(cfg))
         if done is not None:
             log.info(
                 "%s: skipped, run %s already FINISHED this config (force=true reruns)",

@@ -24,7 +24,7 @@ from omegaconf import OmegaConf
 
 from lineage.report import collect
 from lineage.report.plots import FIGURES
-from lineage.report.summary import dashboard_url, planned_runs, report
+from lineage.report.summary import dashboard_url, planned_runs, provenance, report
 from lineage.report.table import Column, build_table, format_count, format_value
 from lineage.tracking import Run, ensure_experiment, open_client
 
@@ -224,6 +224,14 @@ def test_formats():
     dur = Column("t", "cost/train_seconds", "T", format="duration")
     assert format_value(5400.0, 360.0, dur) == "1.50 ± 0.10 h"
     assert format_value(float("nan"), float("nan"), dur) == ""
+    # the unit and the decimals follow the value as shown, after rounding
+    assert format_count(999.6) == "1.00k"
+    assert [format_value(v, float("nan"), dur) for v in (59.97, 9.996, 3599.0, 42.0)] == [
+        "1.00 min",
+        "10.0 s",
+        "1.00 h",
+        "42.0 s",
+    ]
 
 
 def test_task_columns_are_discovered_from_metric_names():
@@ -244,6 +252,41 @@ def test_task_columns_are_discovered_from_metric_names():
         "Params",
         "Train time",
     ]
+
+
+def test_a_job_that_fine_tunes_two_tasks_keeps_both_child_runs():
+    """One child run per task and adaptation: neither hides the other, in the merge or the table."""
+    job = {"tags.model": "lstm_small", "tags.family": "lstm", "tags.year": "1997",
+           "tags.corpus": "ptb", "tags.config_hash": "h"}  # fmt: skip
+    rows = []
+    for seed in (0, 1):
+        parent = f"p{seed}"
+        rows += [
+            {**job, "run_id": parent, "start_time": f"2026-01-0{seed + 1}", "tags.seed": str(seed),
+             "tags.adaptation": "probe", "metrics.sst2/test/accuracy": "0.6",
+             "metrics.sms_spam/test/accuracy": "0.9"},
+            {**job, "run_id": f"{parent}-sst2", "parent_run_id": parent, "tags.seed": str(seed),
+             "start_time": f"2026-01-0{seed + 1}T01", "tags.adaptation": "finetune",
+             "tags.task": "sst2", "metrics.sst2/test/accuracy": str(0.80 + seed / 100)},
+            {**job, "run_id": f"{parent}-sms", "parent_run_id": parent, "tags.seed": str(seed),
+             "start_time": f"2026-01-0{seed + 1}T02", "tags.adaptation": "finetune",
+             "tags.task": "sms_spam", "metrics.sms_spam/test/accuracy": "0.98"},
+        ]  # fmt: skip
+        rows[-3]["tags.config_hash"] = f"h{seed}"  # the seed is in the job's config
+        rows[-2]["tags.config_hash"] = rows[-1]["tags.config_hash"] = f"h{seed}"
+    assert len(collect.merge_runs([], rows)) == 6
+    specs = OmegaConf.to_container(OmegaConf.load(CONF / "report.yaml").table.columns)
+    table = build_table(rows, specs, {"sst2": "SST-2", "sms_spam": "SMS spam"})
+    assert table.superseded == 0
+    finetune = _row(table, "lstm_small", "finetune")
+    assert finetune["n"] == 2  # two seeds, four child runs
+    assert finetune["sst2_acc.mean"] == pytest.approx(0.805)
+    assert finetune["sms_spam_acc.mean"] == pytest.approx(0.98)
+    assert finetune["config_hashes"] == "h0 h1"
+    # rows written by another tool (no git or version tags) still get their provenance
+    made = provenance(table, rows, study="s", name="s", planned=[], missing=[])
+    assert made["git_dirty_runs"] == 0 and made["lineage_versions"] == []
+    assert made["runs_in_table"] == 6
 
 
 def test_rows_follow_the_lineage_then_the_year():

@@ -167,6 +167,42 @@ def test_an_interrupted_job_is_rerun_and_a_finished_one_skipped(tiny_cfg):
     assert again["test/ppl"] == rerun["test/ppl"]
 
 
+def test_a_run_recorded_under_the_earlier_hash_is_still_skipped(tiny_cfg):
+    """Runs recorded before HASHED_AS_DEFAULT carry the earlier form of the same config's hash."""
+    from lineage.tracking import config_hashes
+
+    overrides = ("model=ngram_kn3", "study=earlier", "tracking.log_model=false")
+    overrides += ("trainer.enable_progress_bar=false",)  # as the studies ran
+    cfg = tiny_cfg(*overrides, tracking="mlflow")
+    current, earlier = config_hashes(cfg)  # they differ: the earlier form hashed the bar
+    first = run(cfg)
+    client = MlflowClient(tracking_uri=cfg.tracking.uri)
+    experiment = client.get_experiment_by_name("earlier")
+    (recorded,) = client.search_runs([experiment.experiment_id])
+    assert recorded.data.tags["config_hash"] == current
+    client.set_tag(recorded.info.run_id, "config_hash", earlier)  # as the earlier version wrote
+    again = run(tiny_cfg(*overrides, tracking="mlflow"))
+    assert len(client.search_runs([experiment.experiment_id])) == 1  # skipped, nothing ran
+    assert again["test/ppl"] == first["test/ppl"]
+
+
+def test_the_hash_of_a_study_job_is_pinned_and_its_earlier_form_matches_the_study(tmp_path):
+    """If this fails, a change moved the hash of every finished run, and rerunning a study would
+    redo all of it: register a new option in LATER_DEFAULTS instead, or keep the earlier form
+    in config_hashes."""
+    import csv
+
+    from lineage.tracking import config_hashes
+
+    cfg = compose_train(["experiment=lineage_lee", "model=ngram", "seed=0"], tmp_path)
+    current, earlier = config_hashes(cfg)
+    assert current == "2ab463227ee1fe8d"
+    with open(ROOT / "experiments" / "lineage_lee" / "runs.csv", newline="") as handle:
+        rows = [r for r in csv.DictReader(handle) if r["tags.model"] == "ngram"]
+    latest = max(rows, key=lambda r: r["start_time"])  # the study's ngram row, an earlier version
+    assert earlier == latest["tags.config_hash"]
+
+
 TINY_NEURAL = {
     "lstm_small": [
         "model.net.hidden_size=16",

@@ -61,10 +61,13 @@ def number(value: float) -> str:
 
 
 def run_key(row: Mapping[str, str]) -> str:
-    """What makes two rows the same experiment: the config hash (+ adaptation for child runs)."""
+    """What makes two rows the same experiment: the config hash (+ adaptation and task for child
+    runs: a job that fine-tunes two tasks has a child run per task and adaptation)."""
     key = row.get("tags.config_hash", "")
     if row.get("parent_run_id"):
         key += "/" + row.get("tags.adaptation", "")
+        if row.get("tags.task"):
+            key += "/" + row["tags.task"]
     return key
 
 

@@ -159,7 +159,11 @@ def learning_curves(table: StudyTable, path: Path, metric: str = "val/ppl") -> P
             return _save(fig, path)
         colours = _colours(len(table.frame))
         curves, references, epochs = 0, 0, 2
+        drawn: set[tuple[str, str]] = set()
         for i, row in table.frame.iterrows():
+            if (row["model"], row["corpus"]) in drawn:  # a fine-tuning row: its job's curves
+                continue
+            drawn.add((row["model"], row["corpus"]))
             same = (runs["tags.model"] == row["model"]) & (runs["tags.corpus"] == row["corpus"])
             mine = runs[same]
             mine = mine[mine["parent_run_id"] == ""] if "parent_run_id" in mine else mine

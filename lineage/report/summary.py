@@ -134,11 +134,13 @@ def provenance(
     """What the table was made from: code, configs, data, runs, date (all from ``runs.csv``)."""
     runs = table.runs
     shas = Counter(runs["tags.git_sha"].fillna("unknown")) if "tags.git_sha" in runs else Counter()
-    dirty = int((runs.get("tags.git_dirty", "") == "true").sum()) if len(runs) else 0
+    dirty = int(runs["tags.git_dirty"].eq("true").sum()) if "tags.git_dirty" in runs else 0
     datasets: dict[str, list[str]] = {}
     for column in sorted(c for c in runs.columns if c.startswith("data.")):
         datasets[column.removeprefix("data.")] = sorted(set(runs[column].dropna()))
-    versions = sorted(set(runs["tags.lineage_version"].dropna())) if len(runs) else []
+    versions = (
+        sorted(set(runs["tags.lineage_version"].dropna())) if "tags.lineage_version" in runs else []
+    )
     date, date_source = generation_date(rows)
     config_hashes = {}
     for _, row in table.frame.iterrows():

@@ -127,10 +127,20 @@ def runs_frame(rows: Sequence[Mapping[str, str]]) -> pd.DataFrame:
     frame = pd.DataFrame(list(rows))
     if frame.empty:
         return frame
+    for column in ("tags.year", "tags.seed"):  # rows from another tool may lack them
+        if column not in frame:
+            frame[column] = np.nan
     for column in frame.columns:
         if column.startswith("metrics.") or column in ("tags.year", "tags.seed"):
             frame[column] = pd.to_numeric(frame[column], errors="coerce")
-    for column in ("tags.model", "tags.corpus", "tags.adaptation", "parent_run_id", "tags.family"):
+    for column in (
+        "tags.model",
+        "tags.corpus",
+        "tags.adaptation",
+        "tags.task",
+        "parent_run_id",
+        "tags.family",
+    ):
         if column not in frame:
             frame[column] = ""
         frame[column] = frame[column].fillna("")
@@ -164,13 +174,16 @@ def build_table(
     metrics = sorted(c.removeprefix("metrics.") for c in runs.columns if c.startswith("metrics."))
     columns = resolve_columns(specs, metrics, task_names)
     runs = runs.assign(_variant=_row_variant(runs))
-    # one run per (row, seed): the latest
+    # one run per (row, seed, task of a child run): the latest; a job's fine-tuning of two
+    # tasks is two child runs that fold into one row, each giving its task's columns
     runs = runs.sort_values(["start_time", "run_id"], ascending=[False, True], kind="stable")
     keys = ["tags.model", "tags.corpus", "_variant"]
-    seed_key = runs["tags.seed"].astype("string").fillna(runs["run_id"])
+    seed_key = runs["tags.seed"].astype("string").fillna(runs["run_id"]).rename("_seed")
+    task_key = runs["tags.task"].where(runs["_variant"] != "", "")
     before = len(runs)
-    runs = runs.loc[~pd.concat([runs[keys], seed_key.rename("seed")], axis=1).duplicated()]
+    runs = runs.loc[~pd.concat([runs[keys], seed_key, task_key], axis=1).duplicated()]
     superseded = before - len(runs)
+    seed_key = seed_key.loc[runs.index]
 
     records = []
     for (model, corpus, variant), group in runs.groupby(keys, sort=False, dropna=False):
@@ -183,7 +196,7 @@ def build_table(
             "year": int(year.iloc[0]) if not year.empty else pd.NA,
             "adaptation": adaptation,
             "corpus": corpus,
-            "n": len(group),
+            "n": int(seed_key.loc[group.index].nunique()),
         }
         for column in columns:
             name, needed = f"metrics.{column.metric}", f"metrics.{column.requires}"
@@ -194,7 +207,7 @@ def build_table(
             record[f"{column.key}.mean"] = float(values.mean()) if values.size else np.nan
             record[f"{column.key}.sd"] = float(values.std(ddof=1)) if values.size > 1 else np.nan
             record[f"{column.key}.n"] = int(values.size)
-        record["config_hashes"] = " ".join(group["tags.config_hash"].fillna(""))
+        record["config_hashes"] = " ".join(dict.fromkeys(group["tags.config_hash"].fillna("")))
         shas = group["tags.git_sha"].fillna("") if "tags.git_sha" in group else []
         record["git_shas"] = " ".join(sorted(set(shas)))
         size = record.get("params.mean", np.nan)
@@ -248,7 +261,7 @@ def _scaled(value: float, column: Column) -> float:
 
 def format_count(value: float) -> str:
     """0, 82, 29.2k, 173k, 4.65M, 66.0M, 1.20B (three significant digits from 1,000 on)."""
-    if value < 1000:
+    if round(value) < 1000:  # 999.6 reads 1.00k, not 1000
         return f"{value:.0f}"
     for unit, size in (("B", 1e9), ("M", 1e6), ("k", 1e3)):
         if value >= size * 0.9995:
@@ -258,12 +271,15 @@ def format_count(value: float) -> str:
     return f"{value:.0f}"  # unreachable
 
 
-def _duration_unit(seconds: float) -> tuple[str, float]:
-    if seconds < 60:
-        return "s", 1.0
-    if seconds < 3600:
-        return "min", 60.0
-    return "h", 3600.0
+def _duration_unit(seconds: float) -> tuple[str, float, int]:
+    """(unit, seconds per unit, decimals): 2 decimals below 10 units, else 1, judged on the
+    rounded value (59.97 s reads 1.00 min, not 60.0 s; 9.996 s reads 10.0 s)."""
+    for unit, size, limit in (("s", 1.0, 60.0), ("min", 60.0, 60.0), ("h", 3600.0, math.inf)):
+        scaled = seconds / size
+        decimals = 2 if round(scaled, 2) < 10 else 1
+        if round(scaled, decimals) < limit:
+            return unit, size, decimals
+    raise AssertionError("unreachable")
 
 
 def _number(value: float, decimals: int) -> str:
@@ -282,8 +298,7 @@ def format_value(mean: float, sd: float, column: Column, pm: str = "±") -> str:
         text = _number(mean, 0)
         return f"{text} {pm} {_number(sd, 0)}" if with_sd else text
     if column.format == "duration":
-        unit, size = _duration_unit(mean)
-        decimals = 2 if mean / size < 10 else 1
+        unit, size, decimals = _duration_unit(mean)
         text = _number(mean / size, decimals)
         if with_sd:
             text += f" {pm} {_number(sd / size, decimals)}"

@@ -57,6 +57,25 @@ def test_probe_chooses_c_on_dev_and_ties_go_to_stronger_regularisation():
     assert result.C == 1.0
 
 
+def test_probe_choice_follows_dev_not_test():
+    """Noisy data where dev and test prefer different C: the choice moves with dev only."""
+    rng = np.random.default_rng(0)
+
+    def noisy(n):
+        X = rng.normal(size=(n, 50))
+        y = (X[:, :5].sum(axis=1) + rng.normal(scale=2, size=n) > 0).astype(int)
+        return X, y
+
+    (Xtr, ytr), (Xa, ya), (Xb, yb) = noisy(60), noisy(40), noisy(40)
+    chosen = fit_probe(Xtr, ytr, Xa, ya, Xb, yb, n_classes=2)
+    best = max(chosen.dev_accuracy.values())
+    assert chosen.C == min(c for c, acc in chosen.dev_accuracy.items() if acc == best)
+    swapped = fit_probe(Xtr, ytr, Xb, yb, Xa, ya, n_classes=2)  # the other half as dev
+    assert swapped.C != chosen.C
+    shuffled = fit_probe(Xtr, ytr, Xa, ya, Xb, rng.permutation(yb), n_classes=2)
+    assert shuffled.C == chosen.C and shuffled.dev_accuracy == chosen.dev_accuracy
+
+
 def test_probe_reports_the_c_values_whose_solver_did_not_converge():
     rng = np.random.default_rng(4)
     (Xtr, ytr), (Xva, yva), (Xte, yte) = (_blobs(n, rng) for n in (200, 100, 100))
