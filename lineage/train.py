@@ -340,8 +340,13 @@ def _hydra_main(cfg: DictConfig) -> float | None:
 
     try:
         results = run(cfg)
-    except DataError as err:  # bad input: the message says what to fix; no traceback
-        print(f"lineage-train: {err}", file=sys.stderr)
+    except Exception as err:
+        cause: BaseException | None = err  # Hydra's instantiate wraps what a constructor raised
+        while cause is not None and not isinstance(cause, DataError):
+            cause = cause.__cause__
+        if cause is None:
+            raise
+        print(f"lineage-train: {cause}", file=sys.stderr)  # bad input: says what to fix
         raise SystemExit(2) from None
     return results.get("val/ppl")
 

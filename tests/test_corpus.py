@@ -309,7 +309,47 @@ def test_text_files_errors_name_the_setting_and_path(tmp_path):
         CorpusDataModule(
             name="x", source="text_files", files=files, cache_dir=str(tmp_path / "c")
         ).prepare_data()
-    assert str(err.value) == f"corpus 'x': the train split ({files['train']}) has no tokens"
+    assert str(err.value) == (
+        f"corpus 'x': the train split ({files['train']}) has no tokens; point "
+        "corpus.files.train (or the corpus's data) at a file with text"
+    )
+
+
+def test_text_files_refuse_unknown_keys_and_directories(tmp_path):
+    files = _files(tmp_path, train="a b\n", valid="a\n", test="a\n")
+    with pytest.raises(DataError, match=r"unknown corpus.files key\(s\) \['tset'\]"):
+        CorpusDataModule(name="x", source="text_files", files={**files, "tset": "t.txt"}).spec()
+    with pytest.raises(DataError, match=r"corpus\.files\.valid=.* is a directory, not a file"):
+        CorpusDataModule(
+            name="x", source="text_files", files={**files, "valid": str(tmp_path)}
+        ).spec()
+
+
+@pytest.mark.parametrize(
+    "setting,message",
+    [
+        ({"lowercase": "no"}, "corpus.lowercase='no' must be true or false (unquoted)"),
+        (
+            {"line_is_sentence": "off"},
+            "corpus.line_is_sentence='off' must be true or false (unquoted)",
+        ),
+        ({"offline": "false"}, "corpus.offline='false' must be true or false (unquoted)"),
+        ({"max_size": 2.9}, "corpus.max_size=2.9 must be a whole number >= 3"),
+        ({"max_size": 1}, "corpus.max_size=1 must be a whole number >= 3"),
+        ({"min_freq": -3}, "corpus.min_freq=-3 must be a whole number >= 1"),
+    ],
+)
+def test_settings_of_the_wrong_kind_are_refused_not_coerced(setting, message):
+    # a string "no" is true in Python: coerced, it would silently lowercase the corpus
+    with pytest.raises(DataError) as err:
+        CorpusDataModule(name="x", source="lee", **setting)
+    assert str(err.value) == message
+
+
+def test_lineage_cache_dir_moves_the_prepared_cache_for_the_api_too(tmp_path, monkeypatch):
+    monkeypatch.setenv("LINEAGE_CACHE_DIR", str(tmp_path / "prepared"))
+    dm = CorpusDataModule(name="lee", source="lee")
+    assert dm._cache_dir() == tmp_path / "prepared"
 
 
 def test_unknown_source_and_tokenizer():

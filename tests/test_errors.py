@@ -123,3 +123,19 @@ def test_the_command_line_prints_the_data_error_without_a_traceback(tmp_path):
     assert "Traceback" not in done.stderr
     assert "lineage-train: source 'ptb': ptb.train.txt is missing" in done.stderr
     assert "corpus.data_dir=" in done.stderr
+
+
+def test_a_setting_refused_by_a_constructor_is_printed_without_hydras_wrapper(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    cmd = [sys.executable, "-m", "lineage.train", "corpus.lowercase=no", "tracking=none",
+           f"paths.root_dir={tmp_path}"]  # fmt: skip
+    env = {**os.environ, "LINEAGE_CACHE_DIR": str(tmp_path / "cache")}
+    done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2
+    assert "Traceback" not in done.stderr and "Error in call to target" not in done.stderr
+    assert "lineage-train: corpus.lowercase='no' must be true or false" in done.stderr

@@ -11,7 +11,14 @@ import numpy as np
 import pytest
 
 from lineage.data.prepare import PrepSpec, SplitInput, cache_paths, encode_stream, prepare
-from lineage.data.sources import SOURCES, DataError, fetch, read_split_lines, sha256_file
+from lineage.data.sources import (
+    SOURCES,
+    DataError,
+    fetch,
+    read_split_lines,
+    read_text_lines,
+    sha256_file,
+)
 from lineage.data.tokenizers import tokenize
 from lineage.data.vocab import EOS, UNK, Vocabulary
 
@@ -50,6 +57,14 @@ def test_nltk_splits_paragraphs_into_sentences(tmp_path, monkeypatch):
     ]
     # one line per sentence when line_is_sentence is True
     assert len(tokenize([doc], tokenizer="nltk")) == 1
+
+
+def test_nltk_keeps_the_specials_of_pre_unked_text_whole(tmp_path, monkeypatch):
+    import nltk
+
+    monkeypatch.setattr(nltk.data, "path", [str(tmp_path)])
+    sents = tokenize([" the <unk> rose N N to $ N <eos> ."], tokenizer="nltk")
+    assert sents == [["the", UNK, "rose", "N", "N", "to", "$", "N", EOS, "."]]
 
 
 def test_unknown_tokenizer_lists_the_allowed_ones():
@@ -110,7 +125,7 @@ def test_empty_split_is_a_data_error(tmp_path):
     spec = _spec(tmp_path, {"train": "a b\n", "val": "\n\n", "test": "a\n"})
     with pytest.raises(DataError) as err:
         prepare(spec, tmp_path / "cache")
-    assert "val split" in str(err.value) and "toy.val.txt" in str(err.value)
+    assert "valid split" in str(err.value) and "toy.val.txt" in str(err.value)
     assert "no tokens" in str(err.value)
 
 
@@ -212,6 +227,14 @@ def test_cache_hit_then_corruption_is_rebuilt(shared_data, tmp_path, caplog):
     assert not prepare(spec, cache).cache_hit
     assert prepare(spec, cache).cache_hit
 
+    # The statistics that MLflow logs come from the checksummed npz, not the editable sidecar.
+    doc = json.loads(meta.read_text())
+    doc["stats"]["test"]["sentences"] = 9761
+    meta.write_text(json.dumps(doc))
+    loaded = prepare(spec, cache)
+    assert loaded.cache_hit and loaded.stats == first.stats
+    assert loaded.stats["test"]["sentences"] == int((first.ids["test"][1:] == 1).sum())
+
     # Atomic writes leave no temp files; the npz holds no pickles and a unicode vocabulary.
     assert sorted(p.name for p in cache.iterdir()) == sorted([npz.name, meta.name])
     with np.load(npz, allow_pickle=False) as z:
@@ -223,6 +246,37 @@ def test_cache_bytes_are_reproducible(tmp_path):
     one = prepare(_spec(tmp_path, texts), tmp_path / "one")
     two = prepare(_spec(tmp_path, texts), tmp_path / "two")
     assert sha256_file(one.path) == sha256_file(two.path)
+
+
+def test_temporaries_of_a_killed_writer_are_removed_fresh_ones_kept(tmp_path):
+    spec = _spec(tmp_path, {"train": "a b c\n", "val": "a\n", "test": "b\n"})
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    npz, meta = cache_paths(spec, cache)
+    stale, live = cache / f".{npz.name}.killed.tmp", cache / f".{npz.name}.writing.tmp"
+    stale.write_bytes(b"half an npz")
+    live.write_bytes(b"another process, now")
+    day_ago = os.stat(stale).st_mtime - 25 * 3600
+    os.utime(stale, (day_ago, day_ago))
+    prepare(spec, cache)
+    assert not stale.exists() and live.exists()
+
+
+def test_a_byte_order_mark_or_a_nul_byte(tmp_path):
+    paths = {s: tmp_path / f"{s}.txt" for s in ("train", "val", "test")}
+    paths["train"].write_bytes("the cat\nthe dog\n".encode("utf-8-sig"))
+    paths["val"].write_bytes("the cat sat\n".encode("utf-8-sig"))
+    paths["test"].write_text("the dog\n")
+    inputs = {
+        s: SplitInput(str(p), str(p), sha256_file(p), lambda p=p: read_text_lines(p))
+        for s, p in paths.items()
+    }
+    prepared = prepare(PrepSpec("bom", "text_files", inputs), tmp_path / "cache")
+    assert prepared.vocab.itos == [UNK, EOS, "the", "cat", "dog"]  # no "\ufeffthe"
+    assert prepared.stats["val"]["oov_rate"] == pytest.approx(1 / 3)  # "sat" alone
+    paths["test"].write_bytes(b"a b\nc\x00d\n")
+    with pytest.raises(DataError, match=r"test\.txt:2 contains a NUL byte"):
+        read_text_lines(paths["test"])
 
 
 def test_npz_without_sidecar_is_rebuilt(tmp_path):

@@ -109,7 +109,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return args.func(args)
     except DataError as e:
-        print(f"error: {e}", file=sys.stderr)
+        # the messages name lineage-train's settings; here they are options
+        text = (
+            str(e)
+            .replace("corpus.data_dir=", "--data-dir ")
+            .replace("corpus.offline=false", "without --offline")
+        )
+        print(f"error: {text}", file=sys.stderr)
         return 1
 
 

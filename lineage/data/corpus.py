@@ -57,6 +57,20 @@ LEE_FILE = "lee_background.cor"
 LEE_DOCUMENTS = {"train": (0, 240), "valid": (240, 270), "test": (270, 300)}
 
 
+def _flag(value: Any, key: str) -> bool:
+    """A yes/no setting: a real boolean (``corpus.lowercase='no'`` is a string, always true)."""
+    if isinstance(value, bool):
+        return value
+    raise DataError(f"corpus.{key}={value!r} must be true or false (unquoted)")
+
+
+def _whole(value: Any, key: str, minimum: int) -> int:
+    """An integer setting >= ``minimum`` (``corpus.max_size=2.9`` is not silently 2)."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise DataError(f"corpus.{key}={value!r} must be a whole number >= {minimum}")
+    return value
+
+
 def _config_value(cfg: Mapping[str, Any], split: str) -> Any:
     """``cfg[valid]`` (or ``cfg[val]``) for ``val``; ``cfg[split]`` otherwise; None if absent."""
     for key in (FILE_SPLIT[split], split):
@@ -88,7 +102,8 @@ class CorpusDataModule(L.LightningDataModule):
             data parallelism, where every rank must shuffle alike).
 
     Raises:
-        DataError: unknown source or tokenizer.
+        DataError: unknown source or tokenizer, a yes/no setting that is not a boolean, or a
+            vocabulary size or count that is not a whole number in range.
     """
 
     def __init__(
@@ -120,16 +135,17 @@ class CorpusDataModule(L.LightningDataModule):
         self.source = source
         self.data_dir = data_dir
         self.cache_dir = cache_dir
-        self.offline = bool(offline)
+        self.offline = _flag(offline, "offline")
         self.files = dict(files) if files is not None else None
         self.documents = dict(documents) if documents is not None else None
-        self.lowercase = bool(lowercase)
+        self.lowercase = _flag(lowercase, "lowercase")
         self.tokenizer = tokenizer
-        self.line_is_sentence = bool(line_is_sentence)
-        self.skip_empty_lines = bool(skip_empty_lines)
-        self.max_size = None if max_size is None else int(max_size)
-        self.min_freq = int(min_freq)
-        self.version = int(version)
+        self.line_is_sentence = _flag(line_is_sentence, "line_is_sentence")
+        self.skip_empty_lines = _flag(skip_empty_lines, "skip_empty_lines")
+        # <unk>, <eos> and at least one word
+        self.max_size = None if max_size is None else _whole(max_size, "max_size", 3)
+        self.min_freq = _whole(min_freq, "min_freq", 1)
+        self.version = _whole(version, "version", 0)
         self.seed = seed
         self.batching = Batching()
         self._spec: PrepSpec | None = None
@@ -232,6 +248,13 @@ class CorpusDataModule(L.LightningDataModule):
 
     def _text_file_inputs(self) -> dict[str, SplitInput]:
         files = self.files or {}
+        known = {FILE_SPLIT[s] for s in SPLITS} | set(SPLITS)
+        unknown = sorted(str(k) for k in files if k not in known)
+        if unknown:
+            raise DataError(
+                f"corpus {self.name!r}: unknown corpus.files key(s) {unknown}; the keys are "
+                f"{', '.join(FILE_SPLIT[s] for s in SPLITS)}"
+            )
         inputs = {}
         for split in SPLITS:
             key = FILE_SPLIT[split]
@@ -243,8 +266,9 @@ class CorpusDataModule(L.LightningDataModule):
                 )
             path = Path(os.fspath(value)).expanduser()
             if not path.is_file():
+                what = "is a directory, not a file" if path.is_dir() else "does not exist"
                 raise DataError(
-                    f"corpus {self.name!r}: corpus.files.{key}={value} does not exist "
+                    f"corpus {self.name!r}: corpus.files.{key}={value} {what} "
                     f"(looked for {path.absolute()})"
                 )
             inputs[split] = SplitInput(
@@ -258,6 +282,8 @@ class CorpusDataModule(L.LightningDataModule):
     def _cache_dir(self) -> Path:
         if self.cache_dir is not None:
             return Path(self.cache_dir).expanduser()
+        if os.environ.get("LINEAGE_CACHE_DIR"):  # as paths.cache_dir reads it under Hydra
+            return Path(os.environ["LINEAGE_CACHE_DIR"]).expanduser()
         return default_data_dir("prepared")
 
     def _load(self) -> None:

@@ -30,14 +30,20 @@ from typing import Any
 
 import numpy as np
 
-from lineage.data.sources import UMASK, DataError, sha256_file
+from lineage.data.sources import (
+    UMASK,
+    DataError,
+    canonical_split,
+    remove_stale_temporaries,
+    sha256_file,
+)
 from lineage.data.tokenizers import check_tokenizer, iter_sentences
 from lineage.data.vocab import Vocabulary
 
 log = logging.getLogger(__name__)
 
 # Bump when the preparation code changes what it produces: old cache entries stop matching.
-PREP_VERSION = 1
+PREP_VERSION = 2  # 2: a byte-order mark is dropped; NLTK keeps <unk> and <eos> whole
 
 _ZIP_DATE = (1980, 1, 1, 0, 0, 0)  # fixed member timestamps: identical inputs, identical bytes
 
@@ -87,8 +93,15 @@ class PrepSpec:
     version: int = 1
 
     def settings(self) -> dict[str, Any]:
-        """The preparation settings (JSON-ready), without the raw inputs."""
+        """The preparation settings (JSON-ready), without the raw inputs; with NLTK's version
+        when it tokenises (an upgrade may split words differently)."""
+        extra = {}
+        if self.tokenizer == "nltk" or not self.line_is_sentence:
+            import nltk
+
+            extra["nltk"] = nltk.__version__
         return {
+            **extra,
             "source": self.source,
             "tokenizer": self.tokenizer,
             "lowercase": self.lowercase,
@@ -160,8 +173,11 @@ def prepare(spec: PrepSpec, cache_dir: str | os.PathLike) -> Prepared:
     vocab, ids, stats = _build(spec)
     try:
         npz.parent.mkdir(parents=True, exist_ok=True)
+        remove_stale_temporaries(npz.parent, (npz.name, meta.name), ".tmp")
         arrays = {"vocab": np.array(vocab.itos, dtype=np.str_)}
         arrays.update({f"ids_{s}": a for s, a in ids.items()})
+        # the statistics inside the checksummed npz: what MLflow logs is verified with the ids
+        arrays["stats"] = np.array(json.dumps(stats, sort_keys=True))
         _atomic_write(npz, lambda f: _write_npz(f, arrays))
         doc = {
             "name": spec.name,
@@ -234,7 +250,11 @@ def _build(spec: PrepSpec) -> tuple[Vocabulary, dict[str, np.ndarray], dict[str,
         ids[split], stats[split] = encode_stream(sentences(lines), vocab)
         if stats[split]["tokens"] == 0 or stats[split]["words"] == 0:
             where = inp.path + (f" [{inp.selector}]" if inp.selector else "")
-            raise DataError(f"corpus {spec.name!r}: the {split} split ({where}) has no tokens")
+            raise DataError(
+                f"corpus {spec.name!r}: the {canonical_split(split)} split ({where}) has no "
+                f"tokens; point corpus.files.{canonical_split(split)} (or the corpus's data) at "
+                "a file with text"
+            )
     return vocab, ids, stats
 
 
@@ -298,6 +318,7 @@ def _load(npz: Path, meta: Path, key: str) -> Prepared | None:
         with np.load(npz, allow_pickle=False) as z:
             vocab = Vocabulary(z["vocab"].tolist())
             ids = {s: np.asarray(z[f"ids_{s}"]) for s in splits}
+            stats = json.loads(str(z["stats"]))
         for s, a in ids.items():
             if a.dtype != np.int32 or a.ndim != 1 or len(a) != int(stats[s]["tokens"]) + 1:
                 raise ValueError(f"split {s}: unexpected array {a.dtype} {a.shape}")

@@ -11,14 +11,17 @@ by :mod:`lineage.data.corpus`.
 
 from __future__ import annotations
 
+import glob
 import hashlib
 import http.client
 import logging
 import os
 import tempfile
+import time
 import urllib.error
 import urllib.request
 import zipfile
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -186,9 +189,12 @@ def canonical_split(split: str) -> str:
 def sha256_file(path: str | os.PathLike) -> str:
     """Hex sha256 of a file's bytes, read in 1 MiB chunks."""
     h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(_CHUNK):
-            h.update(chunk)
+    try:
+        with open(path, "rb") as f:
+            while chunk := f.read(_CHUNK):
+                h.update(chunk)
+    except OSError as e:
+        raise DataError(f"{path} cannot be read ({e.strerror or e})") from e
     return h.hexdigest()
 
 
@@ -241,6 +247,23 @@ def verify(name: str, data_dir: str | os.PathLike | None = None) -> list[FileSta
     return out
 
 
+STALE_SECONDS = 24 * 3600  # a temporary file this old belongs to a killed process
+
+
+def remove_stale_temporaries(directory: Path, names: Iterable[str], suffix: str) -> None:
+    """Delete ``.<name>.*<suffix>`` files older than :data:`STALE_SECONDS` in ``directory``:
+    what a killed writer left (a live one keeps its file's modification time fresh)."""
+    now = time.time()
+    for name in names:
+        for path in directory.glob(f".{glob.escape(name)}.*{suffix}"):
+            try:
+                if now - path.stat().st_mtime > STALE_SECONDS:
+                    path.unlink()
+                    log.info("removed %s, left by an interrupted write", path)
+            except OSError:
+                pass  # another process removed it first
+
+
 def _mismatch_error(name: str, path: Path, rf: RemoteFile, actual: str) -> DataError:
     return DataError(
         f"source {name!r}: checksum mismatch for {path}\n"
@@ -260,8 +283,12 @@ def _missing_error(name: str, path: Path, rf: RemoteFile, reason: str) -> DataEr
         f"  expected sha256: {rf.sha256}\n"
         f"  source URL:      {' | '.join(rf.urls)}\n"
         f"Fix: set corpus.data_dir=<dir holding {rf.filename}> to use a local copy, or download "
-        f"the URL into {path.parent} yourself (or allow downloads: offline=false, "
-        f"LINEAGE_OFFLINE unset)."
+        f"the URL into {path.parent} yourself"
+        + (
+            " (or allow downloads: corpus.offline=false, LINEAGE_OFFLINE unset)."
+            if "offline" in reason
+            else "."
+        )
     )
 
 
@@ -272,6 +299,7 @@ def _download(name: str, rf: RemoteFile, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise _missing_error(name, path, rf, f"its directory cannot be created ({e})") from e
+    remove_stale_temporaries(path.parent, [rf.filename], ".part")
     failures: list[str] = []
     for url in rf.urls:
         try:
@@ -376,17 +404,27 @@ def split_lines(text: str) -> list[str]:
 
 def _decode(data: bytes, where: str) -> str:
     try:
-        return data.decode("utf-8")
+        text = data.decode("utf-8")
     except UnicodeDecodeError as e:
+        line = data[: e.start].count(b"\n") + 1
         raise DataError(
-            f"{where} is not valid UTF-8 ({e}); convert it, e.g. "
-            f"`iconv -f latin1 -t utf-8`, and point the setting at the converted file"
+            f"{where}:{line} is not valid UTF-8 ({e}); convert the file, e.g. "
+            f"`iconv -f latin1 -t utf-8`, and point the corpus setting at the converted file"
         ) from e
+    if "\x00" in text:  # a binary file, and a NUL would not survive the cache's vocabulary
+        line = text[: text.index("\x00")].count("\n") + 1
+        raise DataError(f"{where}:{line} contains a NUL byte: not a text file")
+    return text.removeprefix("\ufeff")  # a byte-order mark (some editors write one) is not text
 
 
 def read_text_lines(path: str | os.PathLike) -> list[str]:
-    """Lines of a UTF-8 text file (see :func:`split_lines`)."""
-    return split_lines(_decode(Path(path).read_bytes(), str(path)))
+    """Lines of a UTF-8 text file (see :func:`split_lines`); an unreadable file is a
+    :class:`DataError` naming it."""
+    try:
+        data = Path(path).read_bytes()
+    except OSError as e:
+        raise DataError(f"{path} cannot be read ({e.strerror or e})") from e
+    return split_lines(_decode(data, str(path)))
 
 
 def read_split_lines(name: str, split: str, paths: dict[str, Path]) -> list[str]:

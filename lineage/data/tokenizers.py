@@ -12,10 +12,12 @@ Each returned sentence later gets one ``<eos>`` (design.md §3.1). Two tokeniser
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterable, Iterator
 from functools import lru_cache
 
 from lineage.data.sources import DataError
+from lineage.data.vocab import EOS, UNK
 
 TOKENIZERS = ("whitespace", "nltk")
 
@@ -29,11 +31,25 @@ def check_tokenizer(tokenizer: str) -> None:
         )
 
 
+# ``<unk>`` and ``<eos>`` written in the text (pre-unked corpora) stay one token each
+_SPECIALS = re.compile(f"({re.escape(UNK)}|{re.escape(EOS)})")
+
+
 @lru_cache(maxsize=1)
 def _nltk_word() -> Callable[[str], list[str]]:
     from nltk.tokenize import NLTKWordTokenizer
 
-    return NLTKWordTokenizer().tokenize
+    tokenize = NLTKWordTokenizer().tokenize
+
+    def words(text: str) -> list[str]:
+        if "<" not in text:
+            return tokenize(text)
+        out: list[str] = []
+        for i, part in enumerate(_SPECIALS.split(text)):
+            out.extend([part] if i % 2 else tokenize(part))  # odd parts: the specials
+        return out
+
+    return words
 
 
 @lru_cache(maxsize=1)
