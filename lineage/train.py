@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import resource
 import sys
 import tempfile
@@ -67,6 +68,32 @@ def _sweep_tags() -> dict[str, str]:
     if str(hc.mode) != "RunMode.MULTIRUN":
         return {}
     return {"sweep_id": Path(hc.sweep.dir).name, "sweep_job": str(hc.job.num)}
+
+
+# Command-line overrides that choose the row's identity (model, corpus, seed, tasks) or say where
+# things are and how the run looks: not part of a run's ``overrides`` tag.
+_IDENTITY_OR_PLACE = re.compile(
+    r"^~?\+{0,2}("
+    r"seed|model|corpus|task|experiment|study|force|ckpt_path|stages|samples\..*"
+    r"|paths(\..*)?|tracking(\..*)?|hydra(/.*|\..*)?|tags\..*"
+    r"|corpus\.(data_dir|cache_dir|offline|files\..*)"
+    r"|task\.[^.=]+\.(data_dir|offline|path|csv\.files\..*)"
+    r"|trainer\.(enable_progress_bar|enable_model_summary)"
+    r")="
+)
+
+
+def variant_overrides(overrides: Sequence[str]) -> str:
+    """The overrides that change what a run computes beyond its model, corpus and seed, sorted
+    and space-joined (``model.lm.order=2``): a sweep's points are separate table rows."""
+    return " ".join(sorted(o for o in overrides if not _IDENTITY_OR_PLACE.match(o)))
+
+
+def _overrides_tag() -> dict[str, str]:
+    if not HydraConfig.initialized():
+        return {}
+    variant = variant_overrides(list(HydraConfig.get().overrides.task))
+    return {"overrides": variant} if variant else {}
 
 
 def _output_dir(cfg: DictConfig) -> Path:
@@ -154,6 +181,7 @@ def run(cfg: DictConfig, callbacks: Sequence = ()) -> dict[str, float]:
         "lineage_version": __version__,
         **git_info(),
         **_sweep_tags(),
+        **_overrides_tag(),
         **{str(k): str(v) for k, v in (cfg.get("tags") or {}).items()},
     }
     if not cfg.get("force", False):
@@ -260,7 +288,8 @@ def run(cfg: DictConfig, callbacks: Sequence = ()) -> dict[str, float]:
                 trained / train_seconds if train_seconds > 0 else 0.0
             )
         ckpt = None  # test scores the best-on-valid weights of a gradient fit (design.md §3.4)
-        if model.fit_mode == FitMode.GRADIENT and "fit" in stages:
+        # (fast_dev_run keeps no checkpoint: its smoke test scores the weights it has)
+        if model.fit_mode == FitMode.GRADIENT and "fit" in stages and not trainer.fast_dev_run:
             # the path itself, not "best": the module's first ModelCheckpoint monitors val/ppl,
             # and naming its file spares Lightning's warning about several callbacks
             best = getattr(trainer.checkpoint_callback, "best_model_path", "")
@@ -336,19 +365,33 @@ def _one_line(results: dict[str, float]) -> str:
 
 @hydra.main(config_path=CONF_DIR, config_name="train", version_base="1.3")
 def _hydra_main(cfg: DictConfig) -> float | None:
-    from lineage.data.sources import DataError
-
     try:
         results = run(cfg)
     except Exception as err:
-        cause: BaseException | None = err  # Hydra's instantiate wraps what a constructor raised
-        while cause is not None and not isinstance(cause, DataError):
-            cause = cause.__cause__
-        if cause is None:
+        message = user_error(err)
+        if message is None:
             raise
-        print(f"lineage-train: {cause}", file=sys.stderr)  # bad input: says what to fix
+        print(f"lineage-train: {message}", file=sys.stderr)  # bad input: says what to fix
         raise SystemExit(2) from None
     return results.get("val/ppl")
+
+
+def user_error(err: BaseException) -> str | None:
+    """The message of a user's mistake in ``err`` or what caused it (Hydra's instantiate wraps
+    what a constructor raised), or None for a bug, whose traceback is kept."""
+    from omegaconf.errors import MissingMandatoryValue
+
+    from lineage.data.sources import DataError
+
+    cause: BaseException | None = err
+    while cause is not None:
+        if isinstance(cause, DataError):
+            return str(cause)
+        if isinstance(cause, MissingMandatoryValue):  # a ??? the command line did not fill
+            key = getattr(cause, "full_key", None) or "a mandatory setting"
+            return f"{key} has no value; set it on the command line ({key}=...)"
+        cause = cause.__cause__
+    return None
 
 
 def main() -> None:

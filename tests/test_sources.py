@@ -149,6 +149,30 @@ def test_download_is_verified_and_atomic(tiny_source, tmp_path):
     assert fetch("tiny", dest, offline=True) == paths
 
 
+def test_a_file_in_a_subdirectory_of_the_source_downloads(tmp_path, monkeypatch):
+    """SST-2's files live under glue/ and sentence/ in its data directory."""
+    origin = tmp_path / "origin.tsv"
+    origin.write_text("sentence\tlabel\n")
+    rf = RemoteFile(
+        "glue/train.tsv", origin.as_uri(), hashlib.sha256(origin.read_bytes()).hexdigest()
+    )
+    monkeypatch.setitem(SOURCES, "nested", Source("nested", "test source", "none", {"train": rf}))
+    dest = tmp_path / "dest"
+    dest.mkdir()
+    paths = fetch("nested", dest, offline=False)
+    assert paths["train"] == dest / "glue" / "train.tsv" and paths["train"].read_text()
+    assert _leftovers(dest / "glue") == ["train.tsv"]
+
+
+def test_a_data_dir_that_does_not_exist_is_named_and_not_left_behind(tiny_source, tmp_path):
+    tiny_source(url=(tmp_path / "origin" / "gone.txt").as_uri())  # the download fails
+    typo = tmp_path / "data" / "pt"
+    with pytest.raises(DataError) as err:
+        fetch("tiny", typo, offline=False)
+    assert f"missing from {typo} (no such directory: a typo?)" in str(err.value)
+    assert not (tmp_path / "data").exists()  # the folders made for the download are gone
+
+
 def test_download_with_wrong_checksum_leaves_nothing(tiny_source, tmp_path):
     tiny_source(sha256="0" * 64)
     dest = tmp_path / "dest"

@@ -14,7 +14,7 @@ import pytest
 from conftest import ROOT, tiny_corpus_overrides
 from mlflow.tracking import MlflowClient
 
-from lineage.train import run
+from lineage.train import run, variant_overrides
 
 SPLIT_METRICS = ("nll", "ppl", "bits_per_token", "tokens")
 RUN_TAGS = ("family", "era", "corpus", "tasks", "seed", "git_sha", "config_hash", "lineage_version")
@@ -144,6 +144,7 @@ def test_multirun_from_the_command_line(tmp_path):
     ]
     assert {r.info.status for r in runs} == {"FINISHED"}
     assert len({r.data.tags["sweep_id"] for r in runs}) == 1
+    assert not any("overrides" in r.data.tags for r in runs)  # identity and places only
     for r in runs:
         for split in ("val", "test"):
             for name in SPLIT_METRICS:
@@ -151,6 +152,27 @@ def test_multirun_from_the_command_line(tmp_path):
     # every family scored the same targets
     assert len({r.data.metrics["test/tokens"] for r in runs}) == 1
     assert Path(tmp_path / "mlruns" / "artifacts").is_dir()
+
+
+def test_the_overrides_tag_keeps_what_changes_the_computation():
+    given = [
+        "model=ngram", "seed=1", "corpus=ptb", "corpus.data_dir=/data/ptb", "task=[sst2]",
+        "task.sst2.data_dir=/data/sst2", "experiment=lineage_ptb", "paths.root_dir=/x",
+        "corpus.files.train=a.txt", "task.mine.csv.files.all=b.csv",
+        "tracking=server", "tracking.uri=http://h:5000", "hydra/launcher=joblib",
+        "hydra.launcher.n_jobs=2", "trainer.enable_progress_bar=false", "+tags.note=x",
+        "model.lm.order=2", "task.sst2.probe.C=[1]", "corpus.lowercase=true", "trainer=fast",
+    ]  # fmt: skip
+    assert variant_overrides(given) == (
+        "corpus.lowercase=true model.lm.order=2 task.sst2.probe.C=[1] trainer=fast"
+    )
+
+
+@pytest.mark.parametrize("model", ["lstm_tiny", "transformer_tiny"])
+def test_debug_fast_smoke_tests_a_neural_family(tiny_cfg, model):
+    """fast_dev_run keeps no checkpoint: valid and test score the weights it has."""
+    results = run(tiny_cfg(f"model={model}", "debug=fast"))
+    assert math.isfinite(results["val/ppl"]) and math.isfinite(results["test/ppl"])
 
 
 def test_a_finished_config_is_skipped_unless_forced(tiny_cfg):

@@ -276,9 +276,14 @@ def _mismatch_error(name: str, path: Path, rf: RemoteFile, actual: str) -> DataE
     )
 
 
-def _missing_error(name: str, path: Path, rf: RemoteFile, reason: str) -> DataError:
+def _missing_error(
+    name: str, path: Path, rf: RemoteFile, reason: str, new_dir: bool = False
+) -> DataError:
+    """``new_dir``: the directory did not exist before the download that failed."""
+    absent = new_dir or not path.parent.is_dir()
+    where = f"{path.parent} (no such directory: a typo?)" if absent else path.parent
     return DataError(
-        f"source {name!r}: {rf.filename} is missing from {path.parent} and {reason}\n"
+        f"source {name!r}: {rf.filename} is missing from {where} and {reason}\n"
         f"  expected file:   {path}\n"
         f"  expected sha256: {rf.sha256}\n"
         f"  source URL:      {' | '.join(rf.urls)}\n"
@@ -295,11 +300,24 @@ def _missing_error(name: str, path: Path, rf: RemoteFile, reason: str) -> DataEr
 def _download(name: str, rf: RemoteFile, path: Path) -> None:
     """Download ``rf`` to ``path`` atomically, from its URL or else its mirrors in order; on any
     failure no partial file is left."""
+    created = [d for d in (path.parent, *path.parent.parents) if not d.exists()]
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise _missing_error(name, path, rf, f"its directory cannot be created ({e})") from e
-    remove_stale_temporaries(path.parent, [rf.filename], ".part")
+    try:
+        _download_to(name, rf, path, new_dir=bool(created))
+    except BaseException:
+        for directory in created:  # innermost first: a failed download leaves no empty folders
+            try:
+                directory.rmdir()
+            except OSError:
+                break
+        raise
+
+
+def _download_to(name: str, rf: RemoteFile, path: Path, new_dir: bool) -> None:
+    remove_stale_temporaries(path.parent, [path.name], ".part")
     failures: list[str] = []
     for url in rf.urls:
         try:
@@ -316,14 +334,15 @@ def _download(name: str, rf: RemoteFile, path: Path) -> None:
     if isinstance(last, DataError) and len(rf.urls) == 1:
         raise last
     raise _missing_error(
-        name, path, rf, "the download failed (" + "; ".join(failures) + ")"
+        name, path, rf, "the download failed (" + "; ".join(failures) + ")", new_dir
     ) from last
 
 
 def _download_from(name: str, url: str, rf: RemoteFile, path: Path) -> None:
     """One attempt: ``url`` -> a temporary file beside ``path``, verified, then renamed."""
     log.info("downloading %s -> %s", url, path)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{rf.filename}.", suffix=".part", dir=path.parent)
+    # path.name, not rf.filename: a filename may name a subdirectory (glue/train.tsv)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
     tmp = Path(tmp_name)
     try:
         h = hashlib.sha256()
