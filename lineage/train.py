@@ -221,10 +221,11 @@ def run(cfg: DictConfig, callbacks: Sequence = ()) -> dict[str, float]:
         datamodule.setup()
         model = instantiate(cfg.model, vocab=datamodule.vocab.itos)
         datamodule.set_batching(model.batching())
-        if cfg.get("task"):  # a bad task setting fails here, not after the fit
+        task_data = None
+        if cfg.get("task"):  # a bad task setting or file fails here, not after the fit
             from lineage.tasks import check_task_settings
 
-            check_task_settings(cfg.task, model)
+            task_data = check_task_settings(cfg.task, model)
         family_tags = {"family": model.family, "era": model.era, "year": str(model.year)}
         if tracker is not None:
             tracker.set_tags(family_tags)
@@ -306,7 +307,9 @@ def run(cfg: DictConfig, callbacks: Sequence = ()) -> dict[str, float]:
         if cfg.get("task"):  # downstream tasks (conf/task/), scored for every family
             from lineage.tasks import evaluate_tasks
 
-            results.update(evaluate_tasks(cfg.task, model, datamodule, tracker, out_dir, cfg.seed))
+            results.update(
+                evaluate_tasks(cfg.task, model, datamodule, tracker, out_dir, cfg.seed, task_data)
+            )
 
         cost = {f"cost/{k}": v for k, v in model.cost().items()}
         cost["cost/peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

@@ -220,19 +220,31 @@ def answer_task(
     }
 
 
-def check_task_settings(task_cfg: Any, model) -> None:
-    """Parse every task config and check its fine-tuning settings against ``model``'s family,
-    before any training (raises ``DataError`` / ``ValueError`` naming the key)."""
+def check_task_settings(task_cfg: Any, model) -> dict[str, TaskData]:
+    """Before any training: parse every task config, check its fine-tuning settings against
+    ``model``'s family, and load its data (files verified, columns found), so that a wrong
+    setting or file fails now, not after an hour of training (raises ``DataError`` /
+    ``ValueError`` naming the key or file). Returns the loaded tasks for
+    :func:`evaluate_tasks`."""
     from lineage.tasks.finetune import can_finetune, check_finetune_settings
 
+    loaded = {}
     for name, cfg in as_mapping(task_cfg).items():
         parsed = parse_task_config(name, cfg)
         if parsed.finetune.enabled and can_finetune(model):
             check_finetune_settings(name, parsed.finetune, model)
+        loaded[name] = load_task(name, parsed)
+    return loaded
 
 
 def evaluate_tasks(
-    task_cfg: Any, model, datamodule, tracker, out_dir, seed: int
+    task_cfg: Any,
+    model,
+    datamodule,
+    tracker,
+    out_dir,
+    seed: int,
+    loaded: Mapping[str, TaskData] | None = None,
 ) -> dict[str, float]:
     """Answer every task of ``task_cfg`` with ``model``; log to ``tracker`` (may be None).
 
@@ -244,6 +256,7 @@ def evaluate_tasks(
         out_dir: the job's output directory (confusion matrices are written under it).
         seed: the run's seed: the probe's and the classifiers' initialisation and data order
             (the task's splits have their own fixed seeds in the task config).
+        loaded: tasks already loaded by :func:`check_task_settings` (the others are loaded).
 
     Returns:
         Every downstream metric, named as design.md §4 says.
@@ -261,7 +274,7 @@ def evaluate_tasks(
     tags: dict[str, str] = {}
     adaptations = set()
     for name, cfg in configs.items():
-        data = load_task(name, cfg)
+        data = (loaded or {}).get(name) or load_task(name, cfg)
         for note in data.notes:
             log.info("task %s: %s", name, note)
         if tracker is not None:

@@ -658,8 +658,10 @@ def read_csv_split(path: Path, cfg: CsvConfig, name: str) -> tuple[list[str], li
     body = rows[1:] if cfg.header else rows
     if not body:
         raise DataError(f"{where}: {path} has no data rows")
-    text_cols = [_column(c, header, where, "text_columns") for c in cfg.text_columns]
-    label_col = _column(cfg.label_column, header, where, "label_column")
+    text_cols = [
+        _column(c, header, f"{path}", f"task.{name}.csv.text_columns") for c in cfg.text_columns
+    ]
+    label_col = _column(cfg.label_column, header, f"{path}", f"task.{name}.csv.label_column")
     texts, labels = [], []
     need = max([*text_cols, label_col])
     for i, row in body:

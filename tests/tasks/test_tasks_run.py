@@ -80,6 +80,27 @@ def test_rules_answer_and_a_task_without_rules_is_unsupported(tiny_cfg, tmp_path
     assert results["polarity/test/accuracy"] > 0.55  # VADER on movie sentences: better than chance
 
 
+def test_a_wrong_task_column_fails_before_the_language_model_trains(tiny_cfg, tmp_path):
+    path = tmp_path / "mine.csv"
+    path.write_text("message,category\n" + "".join(f"text {i},{'ab'[i % 2]}\n" for i in range(20)))
+    cfg = tiny_cfg(
+        "model=lstm_tiny",
+        "task=[csv]",
+        f"task.csv.csv.files.all={path}",
+        "study=early",
+        tracking="mlflow",
+    )
+    with pytest.raises(DataError) as err:
+        run(cfg)
+    assert str(err.value) == (
+        f"{path}: task.csv.csv.text_columns='text' is not a column; the header has "
+        "['message', 'category']"
+    )
+    _, mlrun = _only_run(cfg)
+    assert mlrun.info.status == "FAILED"
+    assert "train/loss" not in mlrun.data.metrics and "val/ppl" not in mlrun.data.metrics
+
+
 def test_uniform_answers_nothing(tiny_cfg):
     results = run(tiny_cfg("model=uniform", "task=[polarity]"))
     assert not any(k.startswith("polarity/") for k in results)
