@@ -21,9 +21,10 @@ $(STAMP): pyproject.toml | $(BIN)/python
 
 install: $(STAMP)
 
+# The demo's tables go to runs/demo/ (git-ignored): the checked-in experiments/ stay as they are.
 demo: $(STAMP)  ## train every family on the embedded Lee corpus and print the table
 	$(BIN)/lineage-train experiment=$(STUDY)
-	$(BIN)/lineage-report experiment=$(STUDY)
+	$(BIN)/lineage-report experiment=$(STUDY) out_dir=$(CURDIR)/runs/demo/$(STUDY)
 	@echo "Dashboard: make ui   (runs $(BIN)/mlflow ui --backend-store-uri $(STORE) --port $(PORT) --workers 1)"
 
 sweep: $(STAMP)  ## a study's sweep (resumable), then its tables: make sweep STUDY=lineage_ptb ARGS='…'
@@ -48,6 +49,7 @@ ui: $(STAMP)  ## the MLflow dashboard on this project's store, at the study's ru
 	$(BIN)/mlflow ui --backend-store-uri $(STORE) --port $(PORT) --workers 1
 
 bench: $(STAMP)  ## n-gram benchmark on PTB: make bench PTB=/path/to/ptb
+	@test -n "$(PTB)" || { echo "usage: make bench PTB=/path/to/ptb (the directory of ptb.train.txt)"; exit 2; }
 	$(BIN)/python -m pip install --quiet -e '.[bench]'
 	$(BIN)/python benchmarks/ngram_ptb.py --data-dir $(PTB)
 

@@ -5,8 +5,9 @@ No Lightning here; the LightningModules are in :mod:`lineage.modules.embedding`.
 * :class:`Word2Vec` — Mikolov et al. 2013, "Efficient Estimation of Word Representations in Vector
   Space" / "Distributed Representations of Words and Phrases and their Compositionality": gensim's
   ``Word2Vec`` (Řehůřek & Sojka 2010), skip-gram with negative sampling by default, CBOW as a
-  variant (``sg=0``). Seeded; bit-for-bit repeatable only with ``workers=1`` (gensim's threads
-  race, and its hashing needs ``PYTHONHASHSEED`` fixed).
+  variant (``sg=0``). Seeded, and bit-for-bit repeatable with ``workers=1``, the default
+  (gensim's threads race; its initial vectors come from numpy's generator seeded by ``seed``, so
+  Python's per-process hash salt does not enter).
 * :class:`GloVe` — Pennington, Socher & Manning 2014, "GloVe: Global Vectors for Word
   Representation" (EMNLP). Written by hand (the one family implemented here rather than taken
   from a library): co-occurrence counts over a symmetric window with 1/distance weighting
@@ -203,7 +204,7 @@ class Word2Vec:
         epochs: int = 5,
         alpha: float = 0.025,
         min_alpha: float = 0.0001,
-        workers: int = 2,
+        workers: int = 1,
         seed: int = 0,
     ):
         self.vocab = vocab

@@ -151,6 +151,31 @@ def test_word2vec_trains_and_is_seeded():
     assert "zebra" in extra.key_to_index and "zebra" not in a.kv.key_to_index
 
 
+def test_word2vec_vectors_are_identical_in_every_process():
+    """The default (one worker) repeats a seed's vectors bit for bit in a new process, whatever
+    Python's per-process hash salt."""
+    import os
+    import subprocess
+    import sys
+
+    script = (
+        "import hashlib; from lineage.data.vocab import Vocabulary; "
+        "from lineage.models.embeddings import Word2Vec; "
+        "s = [['the','cat','sat','on','the','mat'], ['a','dog','ran']] * 20; "
+        "w = Word2Vec(Vocabulary.build(s), vector_size=8, window=2, epochs=2, seed=3); w.fit(s); "
+        "print(hashlib.sha256(w.kv.vectors.tobytes()).hexdigest())"
+    )
+    root = Path(__file__).resolve().parents[2]
+    digests = set()
+    for salt in ("1", "2"):
+        env = {**os.environ, "PYTHONHASHSEED": salt, "OMP_NUM_THREADS": "1"}
+        done = subprocess.run([sys.executable, "-c", script], cwd=root, env=env,
+                              capture_output=True, text=True, timeout=120)  # fmt: skip
+        assert done.returncode == 0, done.stderr[-2000:]
+        digests.add(done.stdout.strip())
+    assert len(digests) == 1
+
+
 def test_pool_mean_and_weighted_mean():
     kv = keyed_vectors(["a", "b"], np.array([[1.0, 0.0], [0.0, 2.0]]))
     out = pool(kv, [["a", "b", "zzz"], [], ["b"]])
