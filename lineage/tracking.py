@@ -186,10 +186,41 @@ def store_lock(uri: str) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
+SERVER_TIMEOUT = 10.0  # seconds to wait for a tracking server's /health before giving up
+
+
+def check_server(uri: str, timeout: float = SERVER_TIMEOUT) -> None:
+    """An http(s) tracking URI must answer ``/health`` now: MLflow itself retries for minutes
+    with nothing but urllib3 warnings on the screen."""
+    import urllib.error
+    import urllib.request
+
+    from lineage.data.sources import DataError
+
+    if not uri.startswith(("http://", "https://")) or uri in _REACHABLE:
+        return
+    try:
+        with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout) as response:
+            response.read()
+    except (OSError, urllib.error.URLError) as e:
+        reason = getattr(e, "reason", None) or e
+        raise DataError(
+            f"tracking.uri={uri}: the MLflow server does not answer ({reason}); start it "
+            f"(mlflow server --backend-store-uri ... --host 0.0.0.0 --port ...), correct "
+            f"tracking.uri, or use the local store (tracking=mlflow)"
+        ) from None
+    _REACHABLE.add(uri)
+
+
+_REACHABLE: set[str] = set()
+
+
 def open_client(uri: str):
-    """An ``MlflowClient`` on ``uri``, its store created (schema migrated) under the store lock."""
+    """An ``MlflowClient`` on ``uri``, its store created (schema migrated) under the store lock;
+    a tracking server must be reachable (:func:`check_server`)."""
     from mlflow.tracking import MlflowClient
 
+    check_server(uri)
     with store_lock(uri):
         return MlflowClient(tracking_uri=uri)
 

@@ -132,3 +132,21 @@ def test_a_run_logged_to_a_tracking_server_is_read_back(mlflow_server, tiny_cfg,
 
     _stop(process)
     assert process.returncode is not None and not _healthy(url)
+
+
+def test_an_unreachable_server_is_one_clear_error(tiny_cfg, tmp_path):
+    """MLflow alone retries for minutes, printing only urllib3 warnings."""
+    import time
+
+    from lineage.data.sources import DataError
+
+    port = _free_port()  # nothing listens there
+    cfg = tiny_cfg("model=rule", f"tracking.uri=http://127.0.0.1:{port}", tracking="server")
+    start = time.perf_counter()
+    with pytest.raises(DataError) as err:
+        run(cfg)
+    assert time.perf_counter() - start < 60
+    assert str(err.value).startswith(
+        f"tracking.uri=http://127.0.0.1:{port}: the MLflow server does not answer"
+    )
+    assert "tracking=mlflow" in str(err.value)
