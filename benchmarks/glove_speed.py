@@ -12,9 +12,9 @@ of non-zero entries); for gensim Word2Vec (skip-gram, negative 5, window 5, the 
 family's defaults): training words per second as gensim counts them (raw corpus words × epochs
 / wall seconds). ``--evaluate`` adds the intrinsic scores of both (``intrinsic/*``).
 
-Reference points on this machine kind (docs/anchors.md): the Stanford GloVe C code takes 51 s for
-15 iterations with 2 threads (≈ 3.4 s per iteration, co-occurrence included); gensim skip-gram
-≈ 290k words/s with 2 workers (docs/environment.md).
+Reference points measured on this machine kind (2 CPU cores): the Stanford GloVe C code takes
+51 s for 15 iterations with 2 threads (≈ 3.4 s per iteration, co-occurrence included); gensim
+skip-gram ≈ 290k words/s with 2 workers.
 """
 
 from __future__ import annotations
