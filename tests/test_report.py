@@ -23,9 +23,18 @@ from mlflow.entities import Metric, Param
 from omegaconf import OmegaConf
 
 from lineage.report import collect
-from lineage.report.plots import FIGURES
+from lineage.report.plots import FIGURES, curves
 from lineage.report.summary import dashboard_url, planned_runs, provenance, report
-from lineage.report.table import Column, build_table, format_count, format_value
+from lineage.report.table import (
+    Column,
+    build_table,
+    format_count,
+    format_value,
+    render_csv,
+    render_latex,
+    render_markdown,
+    render_text,
+)
 from lineage.tracking import Run, ensure_experiment, open_client
 
 SNAPSHOTS = Path(__file__).resolve().parent / "fixtures" / "report"
@@ -312,6 +321,129 @@ def test_rows_follow_the_lineage_then_the_year():
         "uniform", "rule", "ngram", "rnn_small", "gru_small", "word2vec", "glove",
         "transformer_small", "cnn",
     ]  # fmt: skip
+
+
+SWEEP_STUDY = "sweep"
+SMALL = "model.max_epochs=1 trainer.limit_train_batches=5"
+# (model, overrides, seed, config hash, metrics, val/ppl per epoch); times follow list order
+SWEEP_RUNS = [
+    ("ngram", "", 0, "n0", {T: 141.0, P: 2.5e6}, []),
+    # an earlier code version of the order-2 point: superseded by the next run
+    ("ngram", "model.lm.order=2", 0, "o2-old", {T: 999.0, P: 3e5}, []),
+    ("ngram", "model.lm.order=2", 0, "o2", {T: 180.0, P: 3e5}, []),
+    ("ngram", "model.lm.order=2", 1, "o2s1", {T: 182.0, P: 3e5}, []),
+    ("ngram", "model.lm.order=5", 0, "o5", {T: 140.0, P: 2.5e6}, []),
+    ("ngram_kn3", "", 0, "k0", {T: 148.0, P: 8.9e5}, []),
+    ("lstm_small", "", 0, "l0", {T: 120.0, SST: 0.85, P: 4.65e6}, [300.0, 200.0, 140.0]),
+    ("lstm_small", SMALL, 0, "l0-small", {T: 250.0, SST: 0.70, P: 4.65e6}, [300.0, 250.0]),
+]
+FAMILY = {"ngram": ("ngram", 1995), "ngram_kn3": ("ngram", 1995), "lstm_small": ("lstm", 1997)}
+
+
+@pytest.fixture(scope="module")
+def swept(tmp_path_factory):
+    """A study whose runs include a sweep (``model.lm.order=2,5``) and a quick variant of
+    lstm_small with a fine-tuning child run, reported from a real store."""
+    root = tmp_path_factory.mktemp("sweep")
+    uri = f"sqlite:///{root}/mlruns/mlflow.db"
+    client = open_client(uri)
+    experiment_id = ensure_experiment(client, SWEEP_STUDY, str(root / "mlruns" / "artifacts"))
+    ids = {}
+    for i, (model, overrides, seed, chash, metrics, history) in enumerate(SWEEP_RUNS):
+        family, year = FAMILY[model]
+        tags = {"model": model, "family": family, "year": str(year), "seed": str(seed),
+                "corpus": "ptb", "config_hash": chash, "git_sha": SHA,
+                "study": SWEEP_STUDY}  # fmt: skip
+        if overrides:  # runs recorded before the tag existed have none, as runs without
+            tags["overrides"] = overrides
+        if SST in metrics:
+            tags["adaptation"] = "probe"
+        ids[chash] = _log_run(client, experiment_id, i, tags, metrics, history, name=model)
+    # the quick variant's fine-tuning: a child run, its identity tags (overrides too) inherited
+    child = {"mlflow.parentRunId": ids["l0-small"], "adaptation": "finetune", "task": "sst2"}
+    _log_run(client, experiment_id, len(SWEEP_RUNS), child, {SST: 0.75}, name="finetune")
+    result = report(report_cfg(root, f"study={SWEEP_STUDY}"))
+    return root, result
+
+
+def test_a_sweep_gives_one_row_per_point(swept):
+    """`lineage-train -m model=ngram model.lm.order=2,5`: two runs of one model and seed, two rows
+    (the run's overrides tag is in the row's identity); an older run of the same point is still
+    superseded; a model's points stay together, the row without overrides first."""
+    root, result = swept
+    table = result["table"]
+    frame = table.frame
+    assert list(zip(frame["model"], frame["overrides"], frame["adaptation"], strict=True)) == [
+        ("ngram_kn3", "", ""),
+        ("ngram", "", ""),  # 2.5M n-grams: after ngram_kn3's 890k, its smaller point with it
+        ("ngram", "model.lm.order=2", ""),
+        ("ngram", "model.lm.order=5", ""),
+        ("lstm_small", "", "probe"),
+        ("lstm_small", SMALL, "probe"),
+        ("lstm_small", SMALL, "finetune"),
+    ]
+    assert table.superseded == 1 and table.show_overrides
+    order2 = frame.iloc[2]
+    assert order2["n"] == 2 and order2["test_ppl.mean"] == pytest.approx(181.0)
+    assert order2["config_hashes"] == "o2 o2s1"
+    assert frame.iloc[6]["config_hashes"] == "l0-small"  # the child run is its job's point's
+    # runs.csv: the child run carries its job's overrides; the sweep's points side by side
+    rows = collect.read_runs_csv(root / "experiments" / SWEEP_STUDY / "runs.csv")
+    assert next(r for r in rows if r.get("parent_run_id"))["tags.overrides"] == SMALL
+    ngram = [r["tags.config_hash"] for r in rows if r["tags.model"] == "ngram"]
+    assert ngram == ["n0", "o2-old", "o2", "o2s1", "o5"]  # runs.csv keeps every config's run
+    # every rendering names the point; Markdown and LaTeX escape it
+    tables = root / "experiments" / SWEEP_STUDY / "tables"
+    markdown = (tables / "table.md").read_text()
+    assert "| `ngram` [model.lm.order=2] | ngram | 1995 | — | 2 | — | 181.00 ± 1.41 |" in markdown
+    assert "| `lstm_small` [model.max\\_epochs=1 trainer.limit\\_train\\_batches=5] |" in markdown
+    assert "[…]: the command-line settings" in markdown  # the legend says what brackets mean
+    latex = (tables / "table.tex").read_text()
+    small = r"model.max\_epochs=1 trainer.limit\_train\_batches=5"
+    assert r"\texttt{lstm\_small} [\texttt{" + small + "}] & lstm & 1997 & probe" in latex
+    assert "ngram [model.lm.order=2]" in (tables / "table.txt").read_text()
+    csv_lines = (tables / "table.csv").read_text().splitlines()
+    assert csv_lines[0].startswith("model,overrides,family,year,")
+    assert csv_lines[3].startswith("ngram,model.lm.order=2,ngram,1995,")
+    # provenance: one label per row
+    assert result["provenance"]["config_hashes"] == {
+        "ngram_kn3": ["k0"],
+        "ngram": ["n0"],
+        "ngram [model.lm.order=2]": ["o2", "o2s1"],
+        "ngram [model.lm.order=5]": ["o5"],
+        "lstm_small (probe)": ["l0"],
+        f"lstm_small [{SMALL}] (probe)": ["l0-small"],
+        f"lstm_small [{SMALL}] (finetune)": ["l0-small"],
+    }
+    assert f"lstm_small [{SMALL}] (finetune): l0-small" in markdown
+
+
+def test_a_sweep_points_curves_are_its_own(swept):
+    """The learning curves select a row's runs by model, overrides and corpus."""
+    table = swept[1]["table"]
+    drawn = [(i, label, [list(h) for h in hs]) for i, label, hs in curves(table)]
+    assert drawn == [
+        (4, "lstm_small", [[300.0, 200.0, 140.0]]),
+        (5, f"lstm_small [{SMALL}]", [[300.0, 250.0]]),  # once: the fine-tuning row shares it
+    ]
+
+
+def test_overrides_are_escaped_in_every_format():
+    overrides = "model.lm.classes=[a_b,c|d] optimizer.lr=1e-3 x=50%"
+    rows = [
+        {"run_id": "a", "start_time": "1", "tags.model": "lstm_small", "tags.seed": "0",
+         "tags.config_hash": "h", "tags.overrides": overrides, "metrics.test/ppl": "100"},
+    ]  # fmt: skip
+    specs = OmegaConf.to_container(OmegaConf.load(CONF / "report.yaml").table.columns)
+    table = build_table(rows, specs, {})
+    cell = render_markdown(table).splitlines()[2].split(" | ")[0]
+    assert cell == r"| `lstm_small` [model.lm.classes=\[a\_b,c\|d\] optimizer.lr=1e-3 x=50%]"
+    assert (
+        r"\texttt{lstm\_small} [\texttt{model.lm.classes=[a\_b,c|d] optimizer.lr=1e-3 x=50\%}] &"
+        in render_latex(table, "t", "tab:t")
+    )
+    assert render_text(table).splitlines()[1].startswith(f"lstm_small [{overrides}]  ")
+    assert render_csv(table).splitlines()[1].startswith(f'lstm_small,"{overrides}",')
 
 
 # ----- files, regeneration, runs.csv --------------------------------------------------------

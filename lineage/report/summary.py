@@ -141,11 +141,19 @@ def provenance(
     versions = (
         sorted(set(runs["tags.lineage_version"].dropna())) if "tags.lineage_version" in runs else []
     )
+    from lineage.report.table import row_label
+
     date, date_source = generation_date(rows)
-    config_hashes = {}
+    config_hashes: dict[str, list[str]] = {}
     for _, row in table.frame.iterrows():
-        label = row["model"] + (f" ({row['adaptation']})" if row["adaptation"] else "")
-        config_hashes[label] = row["config_hashes"].split()
+        # the row's name (a sweep point's overrides included), its corpus when there are
+        # several, its adaptation: one label per row
+        qualifiers = [row["corpus"]] if table.show_corpus and row["corpus"] else []
+        qualifiers += [row["adaptation"]] if row["adaptation"] else []
+        label = row_label(row["model"], row["overrides"])
+        label += f" ({', '.join(qualifiers)})" if qualifiers else ""
+        hashes = config_hashes.get(label, []) + row["config_hashes"].split()
+        config_hashes[label] = list(dict.fromkeys(hashes))
     return {
         "study": study,
         "study_file": f"conf/experiment/{name}.yaml" if name != study else None,
@@ -174,6 +182,12 @@ def _legend(table: StudyTable, best: str = "bold") -> str:
         f"{best}: best in column (lower perplexity, higher accuracy)",
         "—: the family cannot do it or did not report it",
     ]
+    if table.show_overrides:
+        parts.insert(
+            1,
+            "[…]: the command-line settings a row's runs were trained with (a sweep's point), "
+            "beyond its model config, corpus and seed",
+        )
     names = {c.metric for c in table.columns}
     if "cost/params" in names:
         parts.append("Params: trainable parameters, or stored n-grams for count models")
