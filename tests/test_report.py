@@ -24,7 +24,7 @@ from omegaconf import OmegaConf
 
 from lineage.report import collect
 from lineage.report.plots import FIGURES, curves
-from lineage.report.summary import dashboard_url, planned_runs, provenance, report
+from lineage.report.summary import dashboard_url, planned_runs, provenance, render_files, report
 from lineage.report.table import (
     Column,
     build_table,
@@ -444,6 +444,42 @@ def test_overrides_are_escaped_in_every_format():
     )
     assert render_text(table).splitlines()[1].startswith(f"lstm_small [{overrides}]  ")
     assert render_csv(table).splitlines()[1].startswith(f'lstm_small,"{overrides}",')
+
+
+def test_bests_are_found_within_each_corpus():
+    """Perplexities of two corpora do not compare: each corpus has its best (a corpus with one
+    row has none); a task's accuracy is the same test whatever the corpus: one best overall."""
+
+    def run(model, corpus, ppl, acc=None):
+        row = {"run_id": f"{model}-{corpus}", "start_time": "1", "tags.model": model,
+               "tags.family": model, "tags.seed": "0", "tags.corpus": corpus,
+               "tags.config_hash": f"{model}-{corpus}", "metrics.val/ppl": str(ppl + 5),
+               "metrics.test/ppl": str(ppl)}  # fmt: skip
+        if acc is not None:
+            row["metrics.sst2/test/accuracy"] = str(acc)
+        return row
+
+    rows = [
+        run("ngram", "ptb", 141.0, 0.80),
+        run("lstm", "ptb", 120.0, 0.85),
+        run("ngram", "lee", 300.0, 0.79),
+        run("lstm", "lee", 300.0, 0.86),  # a tie: both bold
+        run("rnn", "wikitext2", 90.0),  # alone on its corpus: not bold, though the lowest
+    ]
+    specs = OmegaConf.to_container(OmegaConf.load(CONF / "report.yaml").table.columns)
+    table = build_table(rows, specs, {"sst2": "SST-2"})
+    assert table.show_corpus
+    frame = table.frame.set_index(["model", "corpus"])
+    best = {k for k, v in frame["test_ppl.best"].items() if v}
+    assert best == {("lstm", "ptb"), ("ngram", "lee"), ("lstm", "lee")}
+    assert {k for k, v in frame["val_ppl.best"].items() if v} == best
+    assert {k for k, v in frame["sst2_acc.best"].items() if v} == {("lstm", "lee")}
+    prov = provenance(table, rows, study="s", name="s", planned=[], missing=[])
+    assert len(prov["config_hashes"]) == len(frame)  # one label per row: "lstm (ptb)", …
+    assert prov["config_hashes"]["lstm (ptb)"] == ["lstm-ptb"]
+    markdown = render_files(table, prov, "s", "t")["table.md"]
+    assert "within each corpus for what is measured on the corpus" in markdown
+    assert "**90.00**" not in markdown and "| **300.00** |" in markdown
 
 
 # ----- files, regeneration, runs.csv --------------------------------------------------------

@@ -176,10 +176,16 @@ def provenance(
 
 
 def _legend(table: StudyTable, best: str = "bold") -> str:
+    best_rule = f"{best}: best in column (lower perplexity, higher accuracy)"
+    if table.show_corpus:  # see lineage.report.table.compared_across_corpora
+        best_rule += (
+            ", within each corpus for what is measured on the corpus (perplexity, tokens, cost), "
+            "over all rows for downstream tasks (the same test sets whatever the LM's corpus)"
+        )
     parts = [
         "n: seeds per row; a cell is the mean ± sd (sample sd, divisor n - 1) over the seeds, "
         "one value when n = 1, (n=k) when only k seeds report it",
-        f"{best}: best in column (lower perplexity, higher accuracy)",
+        best_rule,
         "—: the family cannot do it or did not report it",
     ]
     if table.show_overrides:

@@ -12,7 +12,9 @@ the sample standard deviation (n - 1) and the count over the row's seeds; a row'
 an earlier code version whose config hash moved, are counted as superseded). Columns come from the
 report config (``table.columns``); a column whose metric contains ``{task}`` repeats for every
 task found in the runs' metric names. A cell with no value is "—": the family cannot do it (a
-word2vec perplexity) or did not report it.
+word2vec perplexity) or did not report it. The best value of a column is marked among the rows
+of the same corpus, except for metrics that do not depend on the corpus (see
+:func:`compared_across_corpora`).
 
 The one DataFrame (:attr:`StudyTable.frame`) holds numbers; the renderers only format it.
 """
@@ -30,6 +32,9 @@ import pandas as pd
 
 DASH = "—"
 ID_COLUMNS = ("model", "overrides", "family", "year", "adaptation", "corpus", "n")
+# Metrics measured on the LM's own corpus (its splits, its vocabulary, its training): a value on
+# one corpus says nothing against a value on another, so their best is found per corpus.
+CORPUS_BOUND = re.compile(r"^(train|val|valid|test|vocab|cost)/|ppl|nll|bits")
 # The families in lineage order (design.md §2). By year alone the n-grams (Kneser-Ney, 1995)
 # would follow the Elman RNN (1990), though counting models came first in the field.
 LINEAGE = ("rule", "ngram", "rnn", "lstm", "gru", "word2vec", "glove", "transformer")
@@ -115,7 +120,7 @@ class StudyTable:
         columns: the metric columns, in order.
         runs: the runs used (one per row and seed), as numbers where numeric.
         superseded: runs left out because a later run of the same row and seed exists.
-        show_corpus: rows come from more than one corpus (a Corpus column).
+        show_corpus: rows come from more than one corpus (a Corpus column; bests per corpus).
         show_adaptation: some row has an adaptation (an Adaptation column).
         show_overrides: some row has overrides (its Model cell names them; an ``overrides``
             column in CSV).
@@ -280,15 +285,31 @@ def build_table(
     )
 
 
+def compared_across_corpora(column: Column) -> bool:
+    """Whether a column's values on different corpora compare: a downstream task's or an
+    intrinsic test's (``sst2/test/accuracy``, ``intrinsic/analogy_acc``: the same test set
+    whatever corpus the LM learnt from), not a measure on the corpus itself (perplexity, bits,
+    tokens, vocabulary, cost: ``val/…``, ``test/…``, ``cost/…``, any ``ppl``, ``nll``, ``bits``)."""
+    return not CORPUS_BOUND.search(column.metric)
+
+
 def _best(frame: pd.DataFrame, column: Column) -> pd.Series:
-    """True where the row's mean is the best shown value (ties included); needs two rows."""
+    """True where the row's mean is the best shown value (ties included) among the rows it is
+    compared with: those of its corpus, or all rows (:func:`compared_across_corpora`); a best
+    needs two such rows with a value."""
     means = frame[f"{column.key}.mean"]
     best = pd.Series(False, index=frame.index)
-    if column.better is None or means.notna().sum() < 2:
+    if column.better is None:
         return best
-    shown = means.map(lambda v: round(_scaled(v, column), column.decimals))
-    target = shown.min() if column.better == "lower" else shown.max()
-    return shown.eq(target) & means.notna()
+    shown = means.map(lambda v: round(_scaled(v, column), column.decimals)).where(means.notna())
+    scope = frame["corpus"] if not compared_across_corpora(column) else pd.Series("", frame.index)
+    for _, part in shown.groupby(scope, sort=False):
+        part = part.dropna()
+        if len(part) < 2:
+            continue
+        target = part.min() if column.better == "lower" else part.max()
+        best[part.index[part.eq(target)]] = True
+    return best
 
 
 # ----- formatting ---------------------------------------------------------------------------
