@@ -617,7 +617,12 @@ def test_lineage_report_reads_a_study_file_without_running_its_sweep(
     main()
     out = capsys.readouterr().out
     assert "Launching" not in out  # no multirun
-    assert "Study 'lineage-lee': 9 finished run(s)" in out
+    # where the runs came from: the store, runs.csv (none yet), and how many the table holds
+    assert (
+        "Study 'lineage-lee': 9 runs in the table, 1 superseded; 10 finished runs from the store "
+        f"sqlite:///{root}/mlruns/mlflow.db; 0 rows from experiments/lineage_lee/runs.csv, "
+        "10 after the merge." in out
+    )
     assert "lstm_small" in out and "122.00 ± 2.83*" in out  # the plain-text table
     assert "Not finished yet:" in out and "ngram_kn3 s0" in out  # planned by the study file
     assert "Written: experiments/lineage_lee/runs.csv" in out
@@ -631,6 +636,97 @@ def test_lineage_report_reads_a_study_file_without_running_its_sweep(
     assert (
         dashboard_url(cfg.tracking, "no-such-study", "127.0.0.1", 5999) == "http://127.0.0.1:5999"
     )
+
+
+def _experiments(uri: str) -> set[str]:
+    return {e.name for e in open_client(uri).search_experiments()}
+
+
+def _lineage_report(monkeypatch, *args: str) -> None:
+    from lineage.report.summary import main
+
+    monkeypatch.setattr(sys, "argv", ["lineage-report", *args])
+    main()
+
+
+def test_runs_only_in_runs_csv_are_reported_as_such_and_create_no_experiment(
+    built, tmp_path, monkeypatch, capsys
+):
+    """A store without the study, its runs.csv committed: the counts say where the runs came
+    from, and no experiment is made to hold the report run."""
+    root = tmp_path
+    uri = f"sqlite:///{root}/mlruns/mlflow.db"
+    ensure_experiment(open_client(uri), "other", None)
+    (root / "experiments" / STUDY).mkdir(parents=True)
+    shutil.copy(built[0] / "experiments" / STUDY / "runs.csv", root / "experiments" / STUDY)
+    monkeypatch.chdir(root)
+    _lineage_report(monkeypatch, f"study={STUDY}", f"paths.root_dir={root}")
+    out = capsys.readouterr().out
+    assert (
+        f"Study '{STUDY}': 9 runs in the table, 1 superseded; 0 finished runs from the store "
+        f"{uri}; 10 rows from experiments/{STUDY}/runs.csv." in out
+    )
+    assert f"no MLflow report run (the store has no experiment '{STUDY}')" in out
+    assert _experiments(uri) == {"Default", "other"}
+
+    _lineage_report(monkeypatch, f"study={STUDY}", f"paths.root_dir={root}", "source=csv")
+    out = capsys.readouterr().out
+    assert "not read from the store (source=csv); 10 rows from" in out
+
+
+def test_a_study_with_no_runs_is_an_error_that_lists_the_studies(
+    built, tmp_path, monkeypatch, capsys
+):
+    """`study=nosuch`, a typo of a study file's name, a study file not run yet, no store at all:
+    exit status 2, the studies there are, nothing written, no experiment created."""
+    root = copy_of(built, tmp_path / "copy")
+    uri = f"sqlite:///{root}/mlruns/mlflow.db"
+    before = _experiments(uri)
+    monkeypatch.chdir(root)
+
+    def fails(*args: str) -> str:
+        with pytest.raises(SystemExit) as exit_info:
+            _lineage_report(monkeypatch, f"paths.root_dir={root}", *args)
+        assert exit_info.value.code == 2
+        captured = capsys.readouterr()
+        assert "Written" not in captured.out
+        return captured.err
+
+    err = fails("study=nosuch")
+    assert err.startswith(
+        "lineage-report: study 'nosuch' has no runs: no finished run in the store "
+        f"{uri}, and no experiments/nosuch/runs.csv.\n"
+    )
+    assert f"Studies in the store: {STUDY} (lineage-report study=<study>)." in err
+    assert "lineage_lee (study lineage-lee), lineage_ptb (study lineage-ptb)" in err
+    assert not (root / "experiments" / "nosuch").exists()
+
+    err = fails(f"study={STUDY[:-1]}")  # a typo of a study in the store
+    assert f"Did you mean study={STUDY}?" in err
+
+    # `study=lineage_lee` for `lineage-lee`: experiments/lineage_lee/ is the study file's folder
+    # and its runs.csv another study's: reporting it under the typo would relabel that study
+    folder = root / "experiments" / "lineage_lee"
+    folder.mkdir()
+    csv = (root / "experiments" / STUDY / "runs.csv").read_bytes()
+    (folder / "runs.csv").write_bytes(csv)
+    err = fails("study=lineage_lee")
+    assert f"experiments/lineage_lee/runs.csv holds the runs of study {STUDY}, not of" in err
+    assert "Did you mean experiment=lineage_lee (study lineage-lee)?" in err
+    assert (folder / "runs.csv").read_bytes() == csv and not (folder / "tables").exists()
+    (folder / "runs.csv").unlink()
+
+    err = fails("experiment=lineage_ptb")  # a study file with no run yet
+    assert "study 'lineage-ptb' has no runs" in err
+    assert "`lineage-train experiment=lineage_ptb` trains its 31 planned runs" in err
+    assert _experiments(uri) == before  # no experiment for a study without runs
+
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    err = fails("study=nosuch", f"paths.root_dir={empty}")
+    assert "the store not read (no store at sqlite:///" in err
+    assert "Studies in the store: not read" in err
+    assert not (empty / "mlruns").exists()  # reading never creates a store
 
 
 def test_every_study_file_composes_in_both_apps():
