@@ -23,9 +23,18 @@ from mlflow.entities import Metric, Param
 from omegaconf import OmegaConf
 
 from lineage.report import collect
-from lineage.report.plots import FIGURES
-from lineage.report.summary import dashboard_url, planned_runs, provenance, report
-from lineage.report.table import Column, build_table, format_count, format_value
+from lineage.report.plots import FIGURES, curves
+from lineage.report.summary import dashboard_url, planned_runs, provenance, render_files, report
+from lineage.report.table import (
+    Column,
+    build_table,
+    format_count,
+    format_value,
+    render_csv,
+    render_latex,
+    render_markdown,
+    render_text,
+)
 from lineage.tracking import Run, ensure_experiment, open_client
 
 SNAPSHOTS = Path(__file__).resolve().parent / "fixtures" / "report"
@@ -314,6 +323,165 @@ def test_rows_follow_the_lineage_then_the_year():
     ]  # fmt: skip
 
 
+SWEEP_STUDY = "sweep"
+SMALL = "model.max_epochs=1 trainer.limit_train_batches=5"
+# (model, overrides, seed, config hash, metrics, val/ppl per epoch); times follow list order
+SWEEP_RUNS = [
+    ("ngram", "", 0, "n0", {T: 141.0, P: 2.5e6}, []),
+    # an earlier code version of the order-2 point: superseded by the next run
+    ("ngram", "model.lm.order=2", 0, "o2-old", {T: 999.0, P: 3e5}, []),
+    ("ngram", "model.lm.order=2", 0, "o2", {T: 180.0, P: 3e5}, []),
+    ("ngram", "model.lm.order=2", 1, "o2s1", {T: 182.0, P: 3e5}, []),
+    ("ngram", "model.lm.order=5", 0, "o5", {T: 140.0, P: 2.5e6}, []),
+    ("ngram_kn3", "", 0, "k0", {T: 148.0, P: 8.9e5}, []),
+    ("lstm_small", "", 0, "l0", {T: 120.0, SST: 0.85, P: 4.65e6}, [300.0, 200.0, 140.0]),
+    ("lstm_small", SMALL, 0, "l0-small", {T: 250.0, SST: 0.70, P: 4.65e6}, [300.0, 250.0]),
+]
+FAMILY = {"ngram": ("ngram", 1995), "ngram_kn3": ("ngram", 1995), "lstm_small": ("lstm", 1997)}
+
+
+@pytest.fixture(scope="module")
+def swept(tmp_path_factory):
+    """A study whose runs include a sweep (``model.lm.order=2,5``) and a quick variant of
+    lstm_small with a fine-tuning child run, reported from a real store."""
+    root = tmp_path_factory.mktemp("sweep")
+    uri = f"sqlite:///{root}/mlruns/mlflow.db"
+    client = open_client(uri)
+    experiment_id = ensure_experiment(client, SWEEP_STUDY, str(root / "mlruns" / "artifacts"))
+    ids = {}
+    for i, (model, overrides, seed, chash, metrics, history) in enumerate(SWEEP_RUNS):
+        family, year = FAMILY[model]
+        tags = {"model": model, "family": family, "year": str(year), "seed": str(seed),
+                "corpus": "ptb", "config_hash": chash, "git_sha": SHA,
+                "study": SWEEP_STUDY}  # fmt: skip
+        if overrides:  # runs recorded before the tag existed have none, as runs without
+            tags["overrides"] = overrides
+        if SST in metrics:
+            tags["adaptation"] = "probe"
+        ids[chash] = _log_run(client, experiment_id, i, tags, metrics, history, name=model)
+    # the quick variant's fine-tuning: a child run, its identity tags (overrides too) inherited
+    child = {"mlflow.parentRunId": ids["l0-small"], "adaptation": "finetune", "task": "sst2"}
+    _log_run(client, experiment_id, len(SWEEP_RUNS), child, {SST: 0.75}, name="finetune")
+    result = report(report_cfg(root, f"study={SWEEP_STUDY}"))
+    return root, result
+
+
+def test_a_sweep_gives_one_row_per_point(swept):
+    """`lineage-train -m model=ngram model.lm.order=2,5`: two runs of one model and seed, two rows
+    (the run's overrides tag is in the row's identity); an older run of the same point is still
+    superseded; a model's points stay together, the row without overrides first."""
+    root, result = swept
+    table = result["table"]
+    frame = table.frame
+    assert list(zip(frame["model"], frame["overrides"], frame["adaptation"], strict=True)) == [
+        ("ngram_kn3", "", ""),
+        ("ngram", "", ""),  # 2.5M n-grams: after ngram_kn3's 890k, its smaller point with it
+        ("ngram", "model.lm.order=2", ""),
+        ("ngram", "model.lm.order=5", ""),
+        ("lstm_small", "", "probe"),
+        ("lstm_small", SMALL, "probe"),
+        ("lstm_small", SMALL, "finetune"),
+    ]
+    assert table.superseded == 1 and table.show_overrides
+    order2 = frame.iloc[2]
+    assert order2["n"] == 2 and order2["test_ppl.mean"] == pytest.approx(181.0)
+    assert order2["config_hashes"] == "o2 o2s1"
+    assert frame.iloc[6]["config_hashes"] == "l0-small"  # the child run is its job's point's
+    # runs.csv: the child run carries its job's overrides; the sweep's points side by side
+    rows = collect.read_runs_csv(root / "experiments" / SWEEP_STUDY / "runs.csv")
+    assert next(r for r in rows if r.get("parent_run_id"))["tags.overrides"] == SMALL
+    ngram = [r["tags.config_hash"] for r in rows if r["tags.model"] == "ngram"]
+    assert ngram == ["n0", "o2-old", "o2", "o2s1", "o5"]  # runs.csv keeps every config's run
+    # every rendering names the point; Markdown and LaTeX escape it
+    tables = root / "experiments" / SWEEP_STUDY / "tables"
+    markdown = (tables / "table.md").read_text()
+    assert "| `ngram` [model.lm.order=2] | ngram | 1995 | — | 2 | — | 181.00 ± 1.41 |" in markdown
+    assert "| `lstm_small` [model.max\\_epochs=1 trainer.limit\\_train\\_batches=5] |" in markdown
+    assert "[…]: the command-line settings" in markdown  # the legend says what brackets mean
+    latex = (tables / "table.tex").read_text()
+    small = r"model.max\_epochs=1 trainer.limit\_train\_batches=5"
+    assert r"\texttt{lstm\_small} [\texttt{" + small + "}] & lstm & 1997 & probe" in latex
+    assert "ngram [model.lm.order=2]" in (tables / "table.txt").read_text()
+    csv_lines = (tables / "table.csv").read_text().splitlines()
+    assert csv_lines[0].startswith("model,overrides,family,year,")
+    assert csv_lines[3].startswith("ngram,model.lm.order=2,ngram,1995,")
+    # provenance: one label per row
+    assert result["provenance"]["config_hashes"] == {
+        "ngram_kn3": ["k0"],
+        "ngram": ["n0"],
+        "ngram [model.lm.order=2]": ["o2", "o2s1"],
+        "ngram [model.lm.order=5]": ["o5"],
+        "lstm_small (probe)": ["l0"],
+        f"lstm_small [{SMALL}] (probe)": ["l0-small"],
+        f"lstm_small [{SMALL}] (finetune)": ["l0-small"],
+    }
+    assert f"lstm_small [{SMALL}] (finetune): l0-small" in markdown
+
+
+def test_a_sweep_points_curves_are_its_own(swept):
+    """The learning curves select a row's runs by model, overrides and corpus."""
+    table = swept[1]["table"]
+    drawn = [(i, label, [list(h) for h in hs]) for i, label, hs in curves(table)]
+    assert drawn == [
+        (4, "lstm_small", [[300.0, 200.0, 140.0]]),
+        (5, f"lstm_small [{SMALL}]", [[300.0, 250.0]]),  # once: the fine-tuning row shares it
+    ]
+
+
+def test_overrides_are_escaped_in_every_format():
+    overrides = "model.lm.classes=[a_b,c|d] optimizer.lr=1e-3 x=50%"
+    rows = [
+        {"run_id": "a", "start_time": "1", "tags.model": "lstm_small", "tags.seed": "0",
+         "tags.config_hash": "h", "tags.overrides": overrides, "metrics.test/ppl": "100"},
+    ]  # fmt: skip
+    specs = OmegaConf.to_container(OmegaConf.load(CONF / "report.yaml").table.columns)
+    table = build_table(rows, specs, {})
+    cell = render_markdown(table).splitlines()[2].split(" | ")[0]
+    assert cell == r"| `lstm_small` [model.lm.classes=\[a\_b,c\|d\] optimizer.lr=1e-3 x=50%]"
+    assert (
+        r"\texttt{lstm\_small} [\texttt{model.lm.classes=[a\_b,c|d] optimizer.lr=1e-3 x=50\%}] &"
+        in render_latex(table, "t", "tab:t")
+    )
+    assert render_text(table).splitlines()[1].startswith(f"lstm_small [{overrides}]  ")
+    assert render_csv(table).splitlines()[1].startswith(f'lstm_small,"{overrides}",')
+
+
+def test_bests_are_found_within_each_corpus():
+    """Perplexities of two corpora do not compare: each corpus has its best (a corpus with one
+    row has none); a task's accuracy is the same test whatever the corpus: one best overall."""
+
+    def run(model, corpus, ppl, acc=None):
+        row = {"run_id": f"{model}-{corpus}", "start_time": "1", "tags.model": model,
+               "tags.family": model, "tags.seed": "0", "tags.corpus": corpus,
+               "tags.config_hash": f"{model}-{corpus}", "metrics.val/ppl": str(ppl + 5),
+               "metrics.test/ppl": str(ppl)}  # fmt: skip
+        if acc is not None:
+            row["metrics.sst2/test/accuracy"] = str(acc)
+        return row
+
+    rows = [
+        run("ngram", "ptb", 141.0, 0.80),
+        run("lstm", "ptb", 120.0, 0.85),
+        run("ngram", "lee", 300.0, 0.79),
+        run("lstm", "lee", 300.0, 0.86),  # a tie: both bold
+        run("rnn", "wikitext2", 90.0),  # alone on its corpus: not bold, though the lowest
+    ]
+    specs = OmegaConf.to_container(OmegaConf.load(CONF / "report.yaml").table.columns)
+    table = build_table(rows, specs, {"sst2": "SST-2"})
+    assert table.show_corpus
+    frame = table.frame.set_index(["model", "corpus"])
+    best = {k for k, v in frame["test_ppl.best"].items() if v}
+    assert best == {("lstm", "ptb"), ("ngram", "lee"), ("lstm", "lee")}
+    assert {k for k, v in frame["val_ppl.best"].items() if v} == best
+    assert {k for k, v in frame["sst2_acc.best"].items() if v} == {("lstm", "lee")}
+    prov = provenance(table, rows, study="s", name="s", planned=[], missing=[])
+    assert len(prov["config_hashes"]) == len(frame)  # one label per row: "lstm (ptb)", …
+    assert prov["config_hashes"]["lstm (ptb)"] == ["lstm-ptb"]
+    markdown = render_files(table, prov, "s", "t")["table.md"]
+    assert "within each corpus for what is measured on the corpus" in markdown
+    assert "**90.00**" not in markdown and "| **300.00** |" in markdown
+
+
 # ----- files, regeneration, runs.csv --------------------------------------------------------
 
 
@@ -449,7 +617,12 @@ def test_lineage_report_reads_a_study_file_without_running_its_sweep(
     main()
     out = capsys.readouterr().out
     assert "Launching" not in out  # no multirun
-    assert "Study 'lineage-lee': 9 finished run(s)" in out
+    # where the runs came from: the store, runs.csv (none yet), and how many the table holds
+    assert (
+        "Study 'lineage-lee': 9 runs in the table, 1 superseded; 10 finished runs from the store "
+        f"sqlite:///{root}/mlruns/mlflow.db; 0 rows from experiments/lineage_lee/runs.csv, "
+        "10 after the merge." in out
+    )
     assert "lstm_small" in out and "122.00 ± 2.83*" in out  # the plain-text table
     assert "Not finished yet:" in out and "ngram_kn3 s0" in out  # planned by the study file
     assert "Written: experiments/lineage_lee/runs.csv" in out
@@ -463,6 +636,97 @@ def test_lineage_report_reads_a_study_file_without_running_its_sweep(
     assert (
         dashboard_url(cfg.tracking, "no-such-study", "127.0.0.1", 5999) == "http://127.0.0.1:5999"
     )
+
+
+def _experiments(uri: str) -> set[str]:
+    return {e.name for e in open_client(uri).search_experiments()}
+
+
+def _lineage_report(monkeypatch, *args: str) -> None:
+    from lineage.report.summary import main
+
+    monkeypatch.setattr(sys, "argv", ["lineage-report", *args])
+    main()
+
+
+def test_runs_only_in_runs_csv_are_reported_as_such_and_create_no_experiment(
+    built, tmp_path, monkeypatch, capsys
+):
+    """A store without the study, its runs.csv committed: the counts say where the runs came
+    from, and no experiment is made to hold the report run."""
+    root = tmp_path
+    uri = f"sqlite:///{root}/mlruns/mlflow.db"
+    ensure_experiment(open_client(uri), "other", None)
+    (root / "experiments" / STUDY).mkdir(parents=True)
+    shutil.copy(built[0] / "experiments" / STUDY / "runs.csv", root / "experiments" / STUDY)
+    monkeypatch.chdir(root)
+    _lineage_report(monkeypatch, f"study={STUDY}", f"paths.root_dir={root}")
+    out = capsys.readouterr().out
+    assert (
+        f"Study '{STUDY}': 9 runs in the table, 1 superseded; 0 finished runs from the store "
+        f"{uri}; 10 rows from experiments/{STUDY}/runs.csv." in out
+    )
+    assert f"no MLflow report run (the store has no experiment '{STUDY}')" in out
+    assert _experiments(uri) == {"Default", "other"}
+
+    _lineage_report(monkeypatch, f"study={STUDY}", f"paths.root_dir={root}", "source=csv")
+    out = capsys.readouterr().out
+    assert "not read from the store (source=csv); 10 rows from" in out
+
+
+def test_a_study_with_no_runs_is_an_error_that_lists_the_studies(
+    built, tmp_path, monkeypatch, capsys
+):
+    """`study=nosuch`, a typo of a study file's name, a study file not run yet, no store at all:
+    exit status 2, the studies there are, nothing written, no experiment created."""
+    root = copy_of(built, tmp_path / "copy")
+    uri = f"sqlite:///{root}/mlruns/mlflow.db"
+    before = _experiments(uri)
+    monkeypatch.chdir(root)
+
+    def fails(*args: str) -> str:
+        with pytest.raises(SystemExit) as exit_info:
+            _lineage_report(monkeypatch, f"paths.root_dir={root}", *args)
+        assert exit_info.value.code == 2
+        captured = capsys.readouterr()
+        assert "Written" not in captured.out
+        return captured.err
+
+    err = fails("study=nosuch")
+    assert err.startswith(
+        "lineage-report: study 'nosuch' has no runs: no finished run in the store "
+        f"{uri}, and no experiments/nosuch/runs.csv.\n"
+    )
+    assert f"Studies in the store: {STUDY} (lineage-report study=<study>)." in err
+    assert "lineage_lee (study lineage-lee), lineage_ptb (study lineage-ptb)" in err
+    assert not (root / "experiments" / "nosuch").exists()
+
+    err = fails(f"study={STUDY[:-1]}")  # a typo of a study in the store
+    assert f"Did you mean study={STUDY}?" in err
+
+    # `study=lineage_lee` for `lineage-lee`: experiments/lineage_lee/ is the study file's folder
+    # and its runs.csv another study's: reporting it under the typo would relabel that study
+    folder = root / "experiments" / "lineage_lee"
+    folder.mkdir()
+    csv = (root / "experiments" / STUDY / "runs.csv").read_bytes()
+    (folder / "runs.csv").write_bytes(csv)
+    err = fails("study=lineage_lee")
+    assert f"experiments/lineage_lee/runs.csv holds the runs of study {STUDY}, not of" in err
+    assert "Did you mean experiment=lineage_lee (study lineage-lee)?" in err
+    assert (folder / "runs.csv").read_bytes() == csv and not (folder / "tables").exists()
+    (folder / "runs.csv").unlink()
+
+    err = fails("experiment=lineage_ptb")  # a study file with no run yet
+    assert "study 'lineage-ptb' has no runs" in err
+    assert "`lineage-train experiment=lineage_ptb` trains its 31 planned runs" in err
+    assert _experiments(uri) == before  # no experiment for a study without runs
+
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    err = fails("study=nosuch", f"paths.root_dir={empty}")
+    assert "the store not read (no store at sqlite:///" in err
+    assert "Studies in the store: not read" in err
+    assert not (empty / "mlruns").exists()  # reading never creates a store
 
 
 def test_every_study_file_composes_in_both_apps():

@@ -31,6 +31,7 @@ REPORT_KIND = "report"  # tags.kind of the runs lineage-report itself logs (neve
 INHERITED_TAGS = (
     "study",
     "model",
+    "overrides",
     "family",
     "era",
     "year",
@@ -195,12 +196,13 @@ def _float_or(text: str | None, default: float) -> float:
 
 
 def sort_rows(rows: Iterable[Row]) -> list[Row]:
-    """Lineage order (year), then model, adaptation, seed, start time, run id."""
+    """Lineage order (year), then model, overrides, adaptation, seed, start time, run id."""
 
     def key(row: Row):
         return (
             _float_or(row.get("tags.year"), float("inf")),
             row.get("tags.model", ""),
+            row.get("tags.overrides", ""),
             row.get("parent_run_id", "") != "",
             row.get("tags.adaptation", ""),
             _float_or(row.get("tags.seed"), float("inf")),

@@ -2,8 +2,9 @@
 
 * ``test_ppl_vs_params.png`` and ``test_ppl_vs_train_time.png`` — test perplexity against size and
   against training time, log-log, one labelled point per row (error bars: sd over seeds);
-* ``learning_curves.png`` — ``val/ppl`` per epoch of every run (one colour per row); rows with a
-  single validation (count and rule families) are drawn as dashed horizontal references;
+* ``learning_curves.png`` — ``val/ppl`` per epoch of every run (one colour per row: a sweep
+  point, ``ngram [model.lm.order=2]``, is its own row); rows with a single validation (count and
+  rule families) are drawn as dashed horizontal references;
 * ``downstream_accuracy.png`` — each task's test accuracy per row (bars, sd as error bars).
 
 A figure with nothing to show still exists and says so, so the set of files is always the same.
@@ -22,7 +23,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.ticker import FuncFormatter  # noqa: E402
 
-from lineage.report.table import Column, StudyTable, format_count  # noqa: E402
+from lineage.report.table import Column, StudyTable, format_count, row_label  # noqa: E402
 
 FIGURES = (
     "test_ppl_vs_params.png",
@@ -94,6 +95,41 @@ def _column(table: StudyTable, metric: str) -> Column | None:
     return next((c for c in table.columns if c.metric == metric), None)
 
 
+def _labels(table: StudyTable) -> list[str]:
+    """Each row's name (its overrides included), as the table's Model cell reads."""
+    frame = table.frame
+    return [row_label(m, o) for m, o in zip(frame["model"], frame["overrides"], strict=True)]
+
+
+def curves(table: StudyTable, metric: str = "val/ppl") -> list[tuple[int, str, list[np.ndarray]]]:
+    """``(row position, label, histories)`` per row with a ``history.{metric}``: its job runs'
+    per-epoch values by seed (those of the model, overrides and corpus). A fine-tuning row
+    shares its job's runs and is left out (its job's row draws them)."""
+    runs, column = table.runs, f"history.{metric}"
+    if column not in runs:
+        return []
+    jobs = runs[runs["parent_run_id"] == ""] if "parent_run_id" in runs else runs
+    out, drawn = [], set()
+    for i, (model, overrides, corpus) in enumerate(
+        zip(table.frame["model"], table.frame["overrides"], table.frame["corpus"], strict=True)
+    ):
+        if (model, overrides, corpus) in drawn:  # a fine-tuning row: its job's curves
+            continue
+        drawn.add((model, overrides, corpus))
+        same = (
+            (jobs["tags.model"] == model)
+            & (jobs["tags.overrides"] == overrides)
+            & (jobs["tags.corpus"] == corpus)
+        )
+        histories = [
+            np.array([float(v) for v in h.split()])
+            for h in jobs[same].sort_values("tags.seed", kind="stable")[column].dropna()
+        ]
+        if histories:
+            out.append((i, row_label(model, overrides), histories))
+    return out
+
+
 def scatter(table: StudyTable, x_metric: str, x_label: str, title: str, path: Path) -> Path:
     """Test perplexity (y) against ``x_metric`` (x), log-log, one labelled point per row."""
     frame = table.frame
@@ -106,7 +142,8 @@ def scatter(table: StudyTable, x_metric: str, x_label: str, title: str, path: Pa
         ym, ysd = frame[f"{y_col.key}.mean"], frame[f"{y_col.key}.sd"]
         xm, xsd = frame[f"{x_col.key}.mean"], frame[f"{x_col.key}.sd"]
         shown = ym.notna() & xm.notna() & (xm > 0) & (ym > 0)
-        left_out = [str(m) for m, s in zip(frame["model"], shown, strict=True) if not s]
+        labels = _labels(table)
+        left_out = [label for label, s in zip(labels, shown, strict=True) if not s]
         if not shown.any():
             _empty(ax, f"no row has both test perplexity and {x_label.lower()}")
             return _save(fig, path)
@@ -123,7 +160,7 @@ def scatter(table: StudyTable, x_metric: str, x_label: str, title: str, path: Pa
                 markersize=5,
             )
             ax.annotate(
-                str(frame["model"].iloc[i]),
+                labels[i],
                 (xm.iloc[i], ym.iloc[i]),
                 xytext=(4, 4),
                 textcoords="offset points",
@@ -158,28 +195,15 @@ def learning_curves(table: StudyTable, path: Path, metric: str = "val/ppl") -> P
             _empty(ax, f"no per-epoch {metric} in these runs")
             return _save(fig, path)
         colours = _colours(len(table.frame))
-        curves, references, epochs = 0, 0, 2
-        drawn: set[tuple[str, str]] = set()
-        for i, row in table.frame.iterrows():
-            if (row["model"], row["corpus"]) in drawn:  # a fine-tuning row: its job's curves
-                continue
-            drawn.add((row["model"], row["corpus"]))
-            same = (runs["tags.model"] == row["model"]) & (runs["tags.corpus"] == row["corpus"])
-            mine = runs[same]
-            mine = mine[mine["parent_run_id"] == ""] if "parent_run_id" in mine else mine
-            histories = [
-                np.array([float(v) for v in h.split()])
-                for h in mine.sort_values("tags.seed", kind="stable")[column].dropna()
-            ]
-            if not histories:
-                continue
+        lines, references, epochs = 0, 0, 2
+        for i, label, histories in curves(table, metric):
             if max(len(h) for h in histories) == 1:
                 level = float(np.mean([h[0] for h in histories]))
                 ax.axhline(level, color=colours[i], linestyle="--", linewidth=0.8)
                 ax.text(
                     0.01,
                     level,
-                    f" {row['model']}",
+                    f" {label}",
                     transform=ax.get_yaxis_transform(),
                     va="bottom",
                     fontsize=7,
@@ -195,10 +219,10 @@ def learning_curves(table: StudyTable, path: Path, metric: str = "val/ppl") -> P
                     color=colours[i],
                     linewidth=1.2,
                     marker=".",
-                    label=row["model"] if j == 0 else None,
+                    label=label if j == 0 else None,
                 )
-            curves += 1
-        if curves == 0 and references == 0:
+            lines += 1
+        if lines == 0 and references == 0:
             plt.close(fig)
             fig, ax = plt.subplots()
             _empty(ax, f"no per-epoch {metric} in these runs")
@@ -212,7 +236,7 @@ def learning_curves(table: StudyTable, path: Path, metric: str = "val/ppl") -> P
         if references:
             title += " (dashed: one-pass families)"
         ax.set_title(title)
-        if curves:
+        if lines:
             ax.legend(fontsize=7, frameon=False)
         ax.xaxis.get_major_locator().set_params(integer=True)
         fig.subplots_adjust(**MARGINS)
@@ -244,8 +268,8 @@ def downstream_accuracy(table: StudyTable, path: Path) -> Path:
                 label=column.header,
             )
         labels = [
-            f"{m} ({a})" if a and a not in ("probe",) else str(m)
-            for m, a in zip(frame["model"], frame["adaptation"], strict=True)
+            f"{m} ({a})" if a and a not in ("probe",) else m
+            for m, a in zip(_labels(table), frame["adaptation"], strict=True)
         ]
         ax.set_xticks(x, labels, rotation=45, ha="right", fontsize=8)
         ax.set_ylabel("test accuracy (%)")

@@ -9,13 +9,16 @@ It reads the study's FINISHED runs from the MLflow store (the latest per config 
 into ``experiments/<study>/runs.csv`` by config hash, then renders everything from that file into
 ``experiments/<study>/tables/``: ``table.md``, ``table.tex`` (booktabs), ``table.csv``,
 ``table.txt``, four PNG figures and ``provenance.json``; the same files are logged as artifacts
-of a ``report`` run in the study's MLflow experiment. Nothing in the output depends on the clock:
+of a ``report`` run in the study's MLflow experiment (an existing one: the report never creates
+an experiment). A study with no runs at all, in the store or in ``runs.csv``, is an error that
+lists the studies there are (exit status 2). Nothing in the output depends on the clock:
 the date printed is the end of the latest run (or ``SOURCE_DATE_EPOCH``), so regenerating from an
 unchanged store rewrites the same bytes.
 """
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import json
 import logging
@@ -50,6 +53,11 @@ TABLE_FILES = ("table.md", "table.tex", "table.csv", "table.txt", "provenance.js
 README_MARKERS = ("<!-- lineage-report:{name}:begin -->", "<!-- lineage-report:{name}:end -->")
 
 log = logging.getLogger("lineage.report")
+
+
+class ReportError(Exception):
+    """A report that cannot be made as asked (a study with no runs, another study's folder):
+    ``lineage-report`` prints the message and exits with status 2."""
 
 
 # ----- the study ----------------------------------------------------------------------------
@@ -141,11 +149,19 @@ def provenance(
     versions = (
         sorted(set(runs["tags.lineage_version"].dropna())) if "tags.lineage_version" in runs else []
     )
+    from lineage.report.table import row_label
+
     date, date_source = generation_date(rows)
-    config_hashes = {}
+    config_hashes: dict[str, list[str]] = {}
     for _, row in table.frame.iterrows():
-        label = row["model"] + (f" ({row['adaptation']})" if row["adaptation"] else "")
-        config_hashes[label] = row["config_hashes"].split()
+        # the row's name (a sweep point's overrides included), its corpus when there are
+        # several, its adaptation: one label per row
+        qualifiers = [row["corpus"]] if table.show_corpus and row["corpus"] else []
+        qualifiers += [row["adaptation"]] if row["adaptation"] else []
+        label = row_label(row["model"], row["overrides"])
+        label += f" ({', '.join(qualifiers)})" if qualifiers else ""
+        hashes = config_hashes.get(label, []) + row["config_hashes"].split()
+        config_hashes[label] = list(dict.fromkeys(hashes))
     return {
         "study": study,
         "study_file": f"conf/experiment/{name}.yaml" if name != study else None,
@@ -168,12 +184,24 @@ def provenance(
 
 
 def _legend(table: StudyTable, best: str = "bold") -> str:
+    best_rule = f"{best}: best in column (lower perplexity, higher accuracy)"
+    if table.show_corpus:  # see lineage.report.table.compared_across_corpora
+        best_rule += (
+            ", within each corpus for what is measured on the corpus (perplexity, tokens, cost), "
+            "over all rows for downstream tasks (the same test sets whatever the LM's corpus)"
+        )
     parts = [
         "n: seeds per row; a cell is the mean ± sd (sample sd, divisor n - 1) over the seeds, "
         "one value when n = 1, (n=k) when only k seeds report it",
-        f"{best}: best in column (lower perplexity, higher accuracy)",
+        best_rule,
         "—: the family cannot do it or did not report it",
     ]
+    if table.show_overrides:
+        parts.insert(
+            1,
+            "[…]: the command-line settings a row's runs were trained with (a sweep's point), "
+            "beyond its model config, corpus and seed",
+        )
     names = {c.metric for c in table.columns}
     if "cost/params" in names:
         parts.append("Params: trainable parameters, or stored n-grams for count models")
@@ -284,14 +312,19 @@ def files_digest(paths: Sequence[Path]) -> str:
 def log_report_run(tracking: DictConfig, study: str, runs_csv: Path, tables: Path) -> str | None:
     """Log ``runs.csv`` and ``tables/`` to a ``report`` run of the study; returns its id.
 
-    A FINISHED report run with the same files (same digest) is reused, not duplicated.
+    A FINISHED report run with the same files (same digest) is reused, not duplicated. Only into
+    the study's existing experiment (``lineage-train`` creates it): ``None`` if there is none, so
+    that a report never leaves an experiment behind for a study that has no runs (a typo'd name).
     """
-    from lineage.tracking import ensure_experiment, git_info, open_client
+    from lineage.tracking import git_info, open_client
 
     files = [runs_csv, *sorted(p for p in tables.iterdir() if p.is_file())]
     digest = files_digest(files)
     client = open_client(str(tracking.uri))
-    experiment_id = ensure_experiment(client, study, tracking.get("artifact_location"))
+    experiment = client.get_experiment_by_name(study)
+    if experiment is None or experiment.lifecycle_stage != "active":
+        return None
+    experiment_id = experiment.experiment_id
     found = client.search_runs(
         [experiment_id],
         filter_string=(
@@ -335,6 +368,66 @@ def dashboard_url(tracking: DictConfig, study: str, host: str, port: int) -> str
     return base if experiment is None else f"{base}/#/experiments/{experiment.experiment_id}/runs"
 
 
+def study_files(conf_dir: Path) -> list[tuple[str, str]]:
+    """``(file name, study)`` of every study file in ``conf_dir/experiment/``."""
+    files = []
+    for path in sorted((conf_dir / "experiment").glob("*.yaml")):
+        try:
+            study = str(OmegaConf.load(path).get("study", "") or "")
+        except Exception:  # a study file that does not parse alone: its name is still a choice
+            study = ""
+        files.append((path.stem, study))
+    return files
+
+
+def store_studies(client) -> list[str]:
+    """The names of the store's active experiments (MLflow's own empty ``Default`` left out)."""
+    names = []
+    for experiment in client.search_experiments():
+        if experiment.experiment_id == "0" and experiment.name == "Default":
+            if not client.search_runs([experiment.experiment_id], max_results=1):
+                continue
+        names.append(experiment.name)
+    return sorted(names)
+
+
+def _studies_hint(
+    study: str, experiment_choice: str | None, in_store: Sequence[str] | None, store_note: str
+) -> list[str]:
+    """Lines naming the studies there are, and the likely one when ``study`` is a typo."""
+    files = study_files(Path(CONF_DIR))
+    lines = []
+    if in_store is not None:
+        listed = ", ".join(in_store) if in_store else "none"
+        lines.append(f"Studies in the store: {listed} (lineage-report study=<study>).")
+    else:
+        lines.append(f"Studies in the store: not read ({store_note}).")
+    listed = ", ".join(f"{stem} (study {name or '?'})" for stem, name in files) or "none"
+    lines.append(f"Study files in conf/experiment/: {listed} (lineage-report experiment=<file>).")
+    if experiment_choice is None:
+        stems = {stem: name for stem, name in files}
+        if study in stems and stems[study] != study:
+            lines.append(f"Did you mean experiment={study} (study {stems[study]})?")
+        else:
+            known = [*(in_store or []), *(name for _, name in files if name)]
+            close = difflib.get_close_matches(study, list(dict.fromkeys(known)), n=1)
+            if close:
+                lines.append(f"Did you mean study={close[0]}?")
+    return lines
+
+
+def _store_note(cfg: DictConfig) -> str:
+    """Why the store is not read ("" when it is)."""
+    tracking = cfg.tracking
+    if cfg.source != "mlflow":
+        return f"source={cfg.source}"
+    if not tracking.get("enabled", True):
+        return "tracking.enabled=false"
+    if not _store_exists(str(tracking.uri)):
+        return f"no store at {tracking.uri}"
+    return ""
+
+
 def report(cfg: DictConfig, experiment_choice: str | None = None) -> dict[str, Any]:
     """Collect, merge, render and log one study's report; returns what was written.
 
@@ -343,13 +436,18 @@ def report(cfg: DictConfig, experiment_choice: str | None = None) -> dict[str, A
         experiment_choice: the study file's name (``experiment=<name>``), if one was given.
 
     Returns:
-        ``{"name", "out_dir", "runs_csv", "source", "table", "text", "files", "provenance",
-        "report_run_id", "missing"}``: ``source`` is where the runs came from (the store URI,
-        or ``runs.csv`` alone when ``source=csv`` or there is no store); ``table`` is ``None``
-        when the study has no runs.
+        ``{"name", "out_dir", "runs_csv", "source", "store_note", "store_runs", "csv_runs",
+        "table", "text", "files", "provenance", "report_run_id", "missing"}``: ``source`` is
+        where the runs came from (the store URI, or ``runs.csv`` alone when ``source=csv`` or
+        there is no store); ``store_note`` why the store was not read ("" when it was);
+        ``store_runs`` the finished runs read from the store (``None`` when it was not read);
+        ``csv_runs`` the rows ``runs.csv`` held before the store's runs were merged in.
 
     Raises:
         ValueError: an unknown ``source``.
+        ReportError: the study has no runs, neither in the store nor in ``runs.csv``; or
+            ``study=`` names a study whose folder (``experiments/<study>/``) holds another
+            study's ``runs.csv``. Nothing is written and no experiment is created.
     """
     study = str(cfg.study)
     name = study_file_name(study, experiment_choice, Path(CONF_DIR))
@@ -362,29 +460,71 @@ def report(cfg: DictConfig, experiment_choice: str | None = None) -> dict[str, A
     if cfg.source not in ("mlflow", "csv"):
         raise ValueError(f"source={cfg.source!r}: use mlflow (the store) or csv (runs.csv only)")
     tracking = cfg.tracking
-    use_store = (
-        cfg.source == "mlflow"
-        and tracking.get("enabled", True)
-        and _store_exists(str(tracking.uri))
-    )
-    rows = read_runs_csv(runs_csv)
+    store_note = _store_note(cfg)
+    use_store = not store_note
+    client = None
     if use_store:
         from lineage.tracking import open_client
 
+        client = open_client(str(tracking.uri))
+    rows = read_runs_csv(runs_csv)
+    csv_runs = len(rows)
+    # `study=lineage_lee` for `lineage-lee`: the folder named after the typo is the study file
+    # lineage_lee's, whose runs.csv is another study's; rendering it would relabel that study
+    others = sorted({r.get("tags.study", "") for r in rows} - {""})
+    if experiment_choice is None and not cfg.get("out_dir") and others and study not in others:
+        hint = _studies_hint(study, None, store_studies(client) if client else None, store_note)
+        raise ReportError(
+            "\n".join(
+                [
+                    f"study {study!r}: {_relative(runs_csv)} holds the runs of study "
+                    f"{', '.join(others)}, not of {study!r}; nothing written (out_dir=<folder> "
+                    "reports this study elsewhere).",
+                    *hint,
+                ]
+            )
+        )
+    store_runs = None
+    if client is not None:
         spec = cfg.runs_csv
         new = read_store(
-            open_client(str(tracking.uri)),
+            client,
             study,
             params=list(spec.params),
             exclude_params=list(spec.exclude_params),
             histories=list(spec.histories),
         )
+        store_runs = len(new)
         rows = merge_runs(rows, new)
+    sweep = None
+    if experiment_choice and HydraConfig.initialized():
+        sweep = HydraConfig.get().sweeper.get("params")
+    planned = planned_runs(sweep, tracking.get("only_seeds"))
+    if not rows:
+        where = (
+            f"no finished run in the store {tracking.uri}"
+            if use_store
+            else f"the store not read ({store_note})"
+        )
+        lines = [f"study {study!r} has no runs: {where}, and no {_relative(runs_csv)}."]
+        if experiment_choice:
+            plans = f"its {len(planned)} planned runs" if planned else "its runs"
+            lines.append(
+                f"conf/experiment/{name}.yaml is the study: `lineage-train experiment={name}` "
+                f"trains {plans}."
+            )
+        lines += _studies_hint(
+            study, experiment_choice, store_studies(client) if client else None, store_note
+        )
+        raise ReportError("\n".join(lines))
     result: dict[str, Any] = {
         "name": name,
         "out_dir": out_dir,
         "runs_csv": runs_csv,
         "source": str(tracking.uri) if use_store else str(runs_csv),
+        "store_note": store_note,
+        "store_runs": store_runs,
+        "csv_runs": csv_runs,
         "table": None,
         "text": "",
         "files": [],
@@ -392,13 +532,6 @@ def report(cfg: DictConfig, experiment_choice: str | None = None) -> dict[str, A
         "report_run_id": None,
         "missing": [],
     }
-    sweep = None
-    if experiment_choice and HydraConfig.initialized():
-        sweep = HydraConfig.get().sweeper.get("params")
-    planned = planned_runs(sweep, tracking.get("only_seeds"))
-    if not rows:
-        result["missing"] = planned
-        return result
     from lineage.report.plots import write_figures
     from lineage.report.table import build_table, render_markdown
 
@@ -441,6 +574,26 @@ def _relative(path: Path) -> str:
         return str(path)
 
 
+def runs_summary(study: str, result: Mapping[str, Any]) -> str:
+    """Where the table's runs came from: the store, ``runs.csv``, and how many are in it."""
+    prov = result["provenance"]
+    in_table = prov["runs_in_table"]
+    superseded = f", {prov['superseded']} superseded" if prov["superseded"] else ""
+    if result["store_runs"] is None:
+        store = f"not read from the store ({result['store_note']})"
+    else:
+        n = result["store_runs"]
+        store = f"{n} finished run{'' if n == 1 else 's'} from the store {result['source']}"
+    csv_path = _relative(result["runs_csv"])
+    before, after = result["csv_runs"], prov["runs_in_csv"]
+    merged = f", {after} after the merge" if after != before else ""
+    return (
+        f"Study {study!r}: {in_table} run{'' if in_table == 1 else 's'} in the table"
+        f"{superseded}; {store}; {before} row{'' if before == 1 else 's'} from {csv_path}"
+        f"{merged}."
+    )
+
+
 @hydra.main(config_path=CONF_DIR, config_name="report", version_base="1.3")
 def _hydra_main(cfg: DictConfig) -> None:
     choice = HydraConfig.get().runtime.choices.get("experiment")
@@ -450,13 +603,13 @@ def _hydra_main(cfg: DictConfig) -> None:
     if cfg.action != "report":
         print(f"lineage-report: action={cfg.action!r}: use report or url", file=sys.stderr)
         raise SystemExit(2)
-    result = report(cfg, choice)
-    where = result["source"]
-    if result["table"] is None:
-        print(f"No finished runs of study {cfg.study!r} in {where}.")
-        return
+    try:
+        result = report(cfg, choice)
+    except ReportError as err:
+        print(f"lineage-report: {err}", file=sys.stderr)  # what to fix, no traceback
+        raise SystemExit(2) from None
+    print(f"\n{runs_summary(str(cfg.study), result)}\n")
     prov = result["provenance"]
-    print(f"\nStudy {cfg.study!r}: {prov['runs_in_table']} finished run(s) ({where})\n")
     print(result["text"])
     if result["missing"]:
         shown = ", ".join(f"{m} s{s}" for m, s in result["missing"][:12])
@@ -468,10 +621,15 @@ def _hydra_main(cfg: DictConfig) -> None:
     from lineage.report.plots import FIGURES
 
     n_fig = len(FIGURES)
+    if result["report_run_id"]:
+        logged = f"; MLflow report run {result['report_run_id']}"
+    elif result["store_runs"] is not None and cfg.log_to_mlflow:
+        logged = f"; no MLflow report run (the store has no experiment {cfg.study!r})"
+    else:
+        logged = ""
     print(
         f"Written: {_relative(result['runs_csv'])} and {_relative(result['out_dir'] / 'tables')}/"
-        f" ({', '.join(TABLE_FILES[:3])}, {n_fig} PNG)"
-        + (f"; MLflow report run {result['report_run_id']}" if result["report_run_id"] else "")
+        f" ({', '.join(TABLE_FILES[:3])}, {n_fig} PNG){logged}"
     )
 
 

@@ -3,12 +3,18 @@
 Rows are the models of the study (the ``model`` tag: the config name, so KN3 and KN5 are two
 rows) in lineage order — the family's place in :data:`LINEAGE` (design.md §2; other families
 follow), then its ``year`` tag, then size — plus one row per fine-tuning
-adaptation logged as a child run. Each metric column holds the mean, the sample standard deviation
-(n - 1) and the count over the row's seeds; a row's seed appears once (its latest run; older runs
-of the same model and seed under another config are counted as superseded). Columns come from the
+adaptation logged as a child run. A run's ``overrides`` tag (the command-line settings that change
+what it computes, e.g. ``model.lm.order=2``: a sweep's points; none on runs recorded before the
+tag existed) is part of its row: each sweep point is its own row, named ``ngram
+[model.lm.order=2]``, after the model's row without overrides. Each metric column holds the mean,
+the sample standard deviation (n - 1) and the count over the row's seeds; a row's seed appears once
+(its latest run; older runs of the same model, overrides, corpus, adaptation and seed, e.g. under
+an earlier code version whose config hash moved, are counted as superseded). Columns come from the
 report config (``table.columns``); a column whose metric contains ``{task}`` repeats for every
 task found in the runs' metric names. A cell with no value is "—": the family cannot do it (a
-word2vec perplexity) or did not report it.
+word2vec perplexity) or did not report it. The best value of a column is marked among the rows
+of the same corpus, except for metrics that do not depend on the corpus (see
+:func:`compared_across_corpora`).
 
 The one DataFrame (:attr:`StudyTable.frame`) holds numbers; the renderers only format it.
 """
@@ -25,7 +31,10 @@ import numpy as np
 import pandas as pd
 
 DASH = "—"
-ID_COLUMNS = ("model", "family", "year", "adaptation", "corpus", "n")
+ID_COLUMNS = ("model", "overrides", "family", "year", "adaptation", "corpus", "n")
+# Metrics measured on the LM's own corpus (its splits, its vocabulary, its training): a value on
+# one corpus says nothing against a value on another, so their best is found per corpus.
+CORPUS_BOUND = re.compile(r"^(train|val|valid|test|vocab|cost)/|ppl|nll|bits")
 # The families in lineage order (design.md §2). By year alone the n-grams (Kneser-Ney, 1995)
 # would follow the Elman RNN (1990), though counting models came first in the field.
 LINEAGE = ("rule", "ngram", "rnn", "lstm", "gru", "word2vec", "glove", "transformer")
@@ -104,13 +113,17 @@ class StudyTable:
     """The aggregated table and what it was built from.
 
     Attributes:
-        frame: one row per table row; identity columns (``model``, ``family``, ``year``,
-            ``adaptation``, ``corpus``, ``n``), then per metric column ``{key}.mean``,
+        frame: one row per table row; identity columns (``model``, ``overrides``, ``family``,
+            ``year``, ``adaptation``, ``corpus``, ``n``), then per metric column ``{key}.mean``,
             ``{key}.sd``, ``{key}.n`` and ``{key}.best``, then ``config_hashes`` and
             ``git_shas`` (space-separated).
         columns: the metric columns, in order.
         runs: the runs used (one per row and seed), as numbers where numeric.
         superseded: runs left out because a later run of the same row and seed exists.
+        show_corpus: rows come from more than one corpus (a Corpus column; bests per corpus).
+        show_adaptation: some row has an adaptation (an Adaptation column).
+        show_overrides: some row has overrides (its Model cell names them; an ``overrides``
+            column in CSV).
     """
 
     frame: pd.DataFrame
@@ -119,11 +132,13 @@ class StudyTable:
     superseded: int = 0
     show_corpus: bool = False
     show_adaptation: bool = False
+    show_overrides: bool = False
     notes: list[str] = field(default_factory=list)
 
 
 def runs_frame(rows: Sequence[Mapping[str, str]]) -> pd.DataFrame:
-    """``runs.csv`` rows -> a DataFrame: ``metrics.*``, ``tags.year`` and ``tags.seed`` numeric."""
+    """``runs.csv`` rows -> a DataFrame: ``metrics.*``, ``tags.year`` and ``tags.seed`` numeric;
+    absent identity tags (``tags.overrides`` of runs recorded before it existed) are ""."""
     frame = pd.DataFrame(list(rows))
     if frame.empty:
         return frame
@@ -135,6 +150,7 @@ def runs_frame(rows: Sequence[Mapping[str, str]]) -> pd.DataFrame:
             frame[column] = pd.to_numeric(frame[column], errors="coerce")
     for column in (
         "tags.model",
+        "tags.overrides",
         "tags.corpus",
         "tags.adaptation",
         "tags.task",
@@ -145,6 +161,11 @@ def runs_frame(rows: Sequence[Mapping[str, str]]) -> pd.DataFrame:
             frame[column] = ""
         frame[column] = frame[column].fillna("")
     return frame
+
+
+def row_label(model: str, overrides: str = "") -> str:
+    """A row's name: the model config, then its overrides if any (``ngram [model.lm.order=2]``)."""
+    return f"{model} [{overrides}]" if overrides else model
 
 
 def _row_variant(frame: pd.DataFrame) -> pd.Series:
@@ -174,10 +195,18 @@ def build_table(
     metrics = sorted(c.removeprefix("metrics.") for c in runs.columns if c.startswith("metrics."))
     columns = resolve_columns(specs, metrics, task_names)
     runs = runs.assign(_variant=_row_variant(runs))
+    # a child run (fine-tuning) belongs to its job's sweep point (rows of runs.csv files written
+    # before child runs carried the tag: take it from the parent)
+    orphan = (runs["parent_run_id"] != "") & (runs["tags.overrides"] == "")
+    if orphan.any():
+        of_job = dict(zip(runs["run_id"], runs["tags.overrides"], strict=True))
+        runs.loc[orphan, "tags.overrides"] = [
+            of_job.get(p, "") for p in runs.loc[orphan, "parent_run_id"]
+        ]
     # one run per (row, seed, task of a child run): the latest; a job's fine-tuning of two
     # tasks is two child runs that fold into one row, each giving its task's columns
     runs = runs.sort_values(["start_time", "run_id"], ascending=[False, True], kind="stable")
-    keys = ["tags.model", "tags.corpus", "_variant"]
+    keys = ["tags.model", "tags.overrides", "tags.corpus", "_variant"]
     seed_key = runs["tags.seed"].astype("string").fillna(runs["run_id"]).rename("_seed")
     task_key = runs["tags.task"].where(runs["_variant"] != "", "")
     before = len(runs)
@@ -186,12 +215,13 @@ def build_table(
     seed_key = seed_key.loc[runs.index]
 
     records = []
-    for (model, corpus, variant), group in runs.groupby(keys, sort=False, dropna=False):
+    for (model, overrides, corpus, variant), group in runs.groupby(keys, sort=False, dropna=False):
         group = group.sort_values("tags.seed", kind="stable")
         year = group["tags.year"].dropna()
         adaptation = variant or ",".join(sorted({a for a in group["tags.adaptation"] if a}))
         record: dict[str, Any] = {
             "model": model,
+            "overrides": overrides,
             "family": next((f for f in group["tags.family"] if f), ""),
             "year": int(year.iloc[0]) if not year.empty else pd.NA,
             "adaptation": adaptation,
@@ -211,19 +241,32 @@ def build_table(
         shas = group["tags.git_sha"].fillna("") if "tags.git_sha" in group else []
         record["git_shas"] = " ".join(sorted(set(shas)))
         size = record.get("params.mean", np.nan)
-        family = record["family"]
-        record["_order"] = (
+        record["_size"] = size if isinstance(size, float) and not math.isnan(size) else math.inf
+        record["_variant"] = variant
+        records.append(record)
+    # a model's sweep points stay together, placed by the size of the model's row without
+    # overrides (else by the smallest of them): the row without overrides first, then by overrides
+    sizes: dict[tuple, float] = {}
+    for record in sorted(records, key=lambda r: (r["overrides"] != "", r["_size"])):
+        sizes.setdefault((record["model"], record["corpus"], record["_variant"]), record["_size"])
+
+    def order(record: dict[str, Any]) -> tuple:
+        family, variant = record["family"], record["_variant"]
+        return (
             LINEAGE.index(family) if family in LINEAGE else len(LINEAGE),
             record["year"] if record["year"] is not pd.NA else math.inf,
             variant != "",
-            size if isinstance(size, float) and not math.isnan(size) else math.inf,
-            model,
+            sizes[(record["model"], record["corpus"], variant)],
+            record["model"],
             variant,
-            corpus,
+            record["corpus"],
+            record["overrides"],
         )
-        records.append(record)
-    records.sort(key=lambda r: r["_order"])
-    frame = pd.DataFrame([{k: v for k, v in r.items() if k != "_order"} for r in records])
+
+    records.sort(key=order)
+    frame = pd.DataFrame(
+        [{k: v for k, v in r.items() if k not in ("_size", "_variant")} for r in records]
+    )
     frame["year"] = frame["year"].astype("Int64")
     for column in columns:
         frame[f"{column.key}.best"] = _best(frame, column)
@@ -238,18 +281,35 @@ def build_table(
         superseded,
         show_corpus=frame["corpus"].nunique() > 1,
         show_adaptation=bool((frame["adaptation"] != "").any()),
+        show_overrides=bool((frame["overrides"] != "").any()),
     )
 
 
+def compared_across_corpora(column: Column) -> bool:
+    """Whether a column's values on different corpora compare: a downstream task's or an
+    intrinsic test's (``sst2/test/accuracy``, ``intrinsic/analogy_acc``: the same test set
+    whatever corpus the LM learnt from), not a measure on the corpus itself (perplexity, bits,
+    tokens, vocabulary, cost: ``val/…``, ``test/…``, ``cost/…``, any ``ppl``, ``nll``, ``bits``)."""
+    return not CORPUS_BOUND.search(column.metric)
+
+
 def _best(frame: pd.DataFrame, column: Column) -> pd.Series:
-    """True where the row's mean is the best shown value (ties included); needs two rows."""
+    """True where the row's mean is the best shown value (ties included) among the rows it is
+    compared with: those of its corpus, or all rows (:func:`compared_across_corpora`); a best
+    needs two such rows with a value."""
     means = frame[f"{column.key}.mean"]
     best = pd.Series(False, index=frame.index)
-    if column.better is None or means.notna().sum() < 2:
+    if column.better is None:
         return best
-    shown = means.map(lambda v: round(_scaled(v, column), column.decimals))
-    target = shown.min() if column.better == "lower" else shown.max()
-    return shown.eq(target) & means.notna()
+    shown = means.map(lambda v: round(_scaled(v, column), column.decimals)).where(means.notna())
+    scope = frame["corpus"] if not compared_across_corpora(column) else pd.Series("", frame.index)
+    for _, part in shown.groupby(scope, sort=False):
+        part = part.dropna()
+        if len(part) < 2:
+            continue
+        target = part.min() if column.better == "lower" else part.max()
+        best[part.index[part.eq(target)]] = True
+    return best
 
 
 # ----- formatting ---------------------------------------------------------------------------
@@ -315,6 +375,14 @@ class _Style:
     bold: str  # format string with {}
     escape: Any
     code: Any = None  # how a model (config) name is written (default: escaped)
+    overrides: Any = None  # how overrides are written (default: escaped)
+
+    def name(self, model: str, overrides: str) -> str:
+        """The Model cell: ``ngram``, or ``ngram [model.lm.order=2]`` for a sweep point."""
+        text = (self.code or self.escape)(model)
+        if overrides:
+            text += f" [{(self.overrides or self.escape)(overrides)}]"
+        return text
 
 
 def _cells(table: StudyTable, style: _Style) -> tuple[list[str], list[list[str]], list[str]]:
@@ -335,13 +403,12 @@ def _cells(table: StudyTable, style: _Style) -> tuple[list[str], list[list[str]]
     body = []
     for _, row in table.frame.iterrows():
         year = "" if pd.isna(row["year"]) else str(int(row["year"]))
-        cells = [row["model"], row["family"] or style.dash, year or style.dash]
+        cells = [row["family"] or style.dash, year or style.dash]
         if table.show_adaptation:
             cells.append(row["adaptation"] or style.dash)
         if table.show_corpus:
             cells.append(row["corpus"] or style.dash)
-        code = style.code or style.escape
-        cells = [code(cells[0])] + [style.escape(c) for c in cells[1:]]
+        cells = [style.name(row["model"], row["overrides"])] + [style.escape(c) for c in cells]
         cells.append(str(row["n"]))
         for column in table.columns:
             mean, sd = row[f"{column.key}.mean"], row[f"{column.key}.sd"]
@@ -381,13 +448,19 @@ def render_text(table: StudyTable) -> str:
     return "\n".join(lines) + "\n"
 
 
+MARKDOWN_SPECIALS = "\\`*_[]<|"
+
+
+def markdown_escape(text: str) -> str:
+    """Backslash-escape what Markdown (and a GFM table's ``|``) would read as markup."""
+    return "".join("\\" + ch if ch in MARKDOWN_SPECIALS else ch for ch in str(text))
+
+
 def render_markdown(table: StudyTable) -> str:
     """A GitHub-flavoured Markdown table; **bold** marks the best value of a column."""
-
-    def escape(text: str) -> str:
-        return text.replace("|", r"\|").replace("*", r"\*").replace("_", r"\_")
-
-    headers, body, align = _cells(table, _Style(DASH, "±", "**{}**", escape, "`{}`".format))
+    headers, body, align = _cells(
+        table, _Style(DASH, "±", "**{}**", markdown_escape, "`{}`".format)
+    )
     rule = ["---:" if a == "r" else "---" for a in align]
     lines = ["| " + " | ".join(r) + " |" for r in [headers, rule, *body]]
     return "\n".join(lines) + "\n"
@@ -419,9 +492,11 @@ def render_latex(table: StudyTable, caption: str, label: str, notes: Sequence[st
 
     ``notes`` go under the table in small type (already LaTeX).
     """
-    style = _Style(
-        "---", "±", r"\textbf{{{}}}", latex_escape, lambda m: r"\texttt{" + latex_escape(m) + "}"
-    )
+
+    def code(text: str) -> str:
+        return r"\texttt{" + latex_escape(text) + "}"
+
+    style = _Style("---", "±", r"\textbf{{{}}}", latex_escape, code, code)
     headers, body, align = _cells(table, style)
     lines = [
         r"\begin{table}[t]",
@@ -447,7 +522,9 @@ def render_latex(table: StudyTable, caption: str, label: str, notes: Sequence[st
 
 
 def render_csv(table: StudyTable) -> str:
-    """The numbers of the table (means, sds, counts, best flags) as CSV."""
-    frame = table.frame.copy()
+    """The numbers of the table (means, sds, counts, best flags) as CSV; an ``overrides`` column
+    after ``model`` when some row has overrides."""
+    frame = table.frame if table.show_overrides else table.frame.drop(columns="overrides")
+    frame = frame.copy()
     frame.columns = [c.replace(".", "_") for c in frame.columns]
     return frame.to_csv(index=False, lineterminator="\n", na_rep="")
