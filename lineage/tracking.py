@@ -273,7 +273,15 @@ class PrepareStore(Callback):
     """
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        experiment_id = prepare_store(config.tracking)
+        import sys
+
+        from lineage.data.sources import DataError
+
+        try:
+            experiment_id = prepare_store(config.tracking)
+        except DataError as err:  # e.g. a tracking server that does not answer: no traceback
+            print(f"lineage-train: {err}", file=sys.stderr)
+            raise SystemExit(2) from None
         if experiment_id is not None:
             log.info(
                 "Store %s ready: study %r is experiment %s",

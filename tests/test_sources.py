@@ -216,6 +216,15 @@ def test_when_every_mirror_fails_the_error_names_each_url(tiny_source, tmp_path)
     msg = str(err.value)
     assert f"{gone}: " in msg and f"{also_gone}: " in msg and "corpus.data_dir=" in msg
     assert _leftovers(dest) == []
+    # a mirror serving another file is one clause, and the fix is given once
+    other = origin / "other.txt"
+    other.write_text("not the file\n")
+    tiny_source(url=gone, mirrors=[other.as_uri()])
+    with pytest.raises(DataError) as err:
+        fetch("tiny", dest, offline=False)
+    msg = str(err.value)
+    assert f"{other.as_uri()}: the wrong checksum (a different or truncated file)" in msg
+    assert msg.count("Fix:") == 1
 
 
 # --- reading --------------------------------------------------------------------------------

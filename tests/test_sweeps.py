@@ -331,6 +331,24 @@ def test_prepare_store_creates_the_store_and_the_tagged_experiment(tmp_path):
     assert client.get_experiment(bare).tags[EXPERIMENT_KIND_TAG[0]] == EXPERIMENT_KIND_TAG[1]
 
 
+def test_a_sweep_to_an_unreachable_server_stops_before_any_job(tmp_path, capsys):
+    import socket
+
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    uri = f"http://127.0.0.1:{port}"
+    cfg = compose_train(
+        [*tiny_corpus_overrides(), "tracking=server", f"tracking.uri={uri}"], tmp_path
+    )
+    with pytest.raises(SystemExit) as stop:
+        PrepareStore().on_multirun_start(config=cfg)
+    assert stop.value.code == 2
+    assert f"lineage-train: tracking.uri={uri}: the MLflow server does not answer" in (
+        capsys.readouterr().err
+    )
+
+
 def test_server_uri_is_the_users_not_one_mlflow_set_in_process(tmp_path, monkeypatch):
     # mlflow.set_tracking_uri (an earlier job of the same process) writes MLFLOW_TRACKING_URI;
     # tracking=server must still point where the user's environment said when lineage started.

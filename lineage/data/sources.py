@@ -324,7 +324,7 @@ def _download_to(name: str, rf: RemoteFile, path: Path, new_dir: bool) -> None:
             _download_from(name, url, rf, path)
             return
         except DataError as e:  # the wrong checksum: another mirror may serve the right file
-            failures.append(str(e))
+            failures.append(f"{url}: the wrong checksum (a different or truncated file)")
             last: Exception = e
         except (OSError, http.client.HTTPException, urllib.error.URLError) as e:
             failures.append(f"{url}: {e}")
