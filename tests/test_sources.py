@@ -288,3 +288,20 @@ def test_cli_fetch_offline_missing_exits_1(tmp_path, capsys):
     err = capsys.readouterr().err  # the fix in the CLI's own options, not lineage-train's keys
     assert "set --data-dir <dir holding ptb.train.txt>" in err and "without --offline" in err
     assert "corpus." not in err
+
+
+def test_cli_lists_fetches_and_verifies_task_data_too(shared_data, tmp_path, capsys):
+    assert cli_main(["list"]) == 0
+    listed = capsys.readouterr().out
+    assert "\nsst2: SST-2" in listed and "\nsms_spam: " in listed
+    sst2 = str(shared_data / "sst2")
+    assert cli_main(["verify", "sst2", "--data-dir", sst2]) == 0
+    assert capsys.readouterr().out.count("OK ") == 3
+    assert cli_main(["fetch", "sst2", "--offline", "--data-dir", sst2]) == 0
+    assert "test: " in capsys.readouterr().out
+    assert cli_main(["fetch", "sms_spam", "--offline", "--data-dir", str(tmp_path)]) == 1
+    err = capsys.readouterr().err
+    assert "set --data-dir <dir holding SMSSpamCollection>" in err and "task." not in err
+    # no name: every source in its default directory; nothing there yet is not a fault
+    assert cli_main(["verify"]) == 0
+    assert "MISSING   sst2: " in capsys.readouterr().out

@@ -1,16 +1,19 @@
-"""``lineage-data``: list, fetch and verify the registered corpora.
+"""``lineage-data``: list, fetch and verify the registered corpora and task data sets.
 
 Examples::
 
     lineage-data list
     lineage-data fetch ptb --data-dir ~/data/ptb
+    lineage-data fetch sst2 --data-dir ~/data/sst2
     lineage-data verify ptb --data-dir ~/data/ptb   # exit code 1 if a file is missing or differs
+    lineage-data verify                             # every source in its default directory
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -29,12 +32,25 @@ def _dir(name: str, data_dir: str | None) -> Path:
     return Path(data_dir).expanduser() if data_dir else default_data_dir(name)
 
 
+def _task_sources() -> dict:
+    from lineage.tasks.data import TASK_SOURCES
+
+    return TASK_SOURCES
+
+
+def _all_sources() -> dict:
+    """Corpora, then downloadable task data sets (their names do not clash)."""
+    return {**SOURCES, **_task_sources()}
+
+
 def _cmd_list(args: argparse.Namespace) -> int:
-    for name, src in SOURCES.items():
+    for name, src in _all_sources().items():
+        if name == next(iter(_task_sources())):
+            print("-- task data sets (task.<name>.data_dir for lineage-train)")
         root = _dir(name, args.data_dir)
         print(f"{name}: {src.description}")
         print(f"  citation: {src.citation}")
-        if src.homepage:
+        if getattr(src, "homepage", ""):
             print(f"  homepage: {src.homepage}")
         print(f"  data dir: {root}")
         for split, rf in src.files.items():
@@ -44,7 +60,7 @@ def _cmd_list(args: argparse.Namespace) -> int:
             for mirror in rf.mirrors:
                 print(f"    mirror: {mirror}")
             print(f"    sha256: {rf.sha256}")
-            for member_split, member in (rf.members or {}).items():
+            for member_split, member in (getattr(rf, "members", None) or {}).items():
                 print(f"    {member_split}: {member}")
     for name, desc in LOCAL_SOURCES.items():
         print(f"{name}: {desc} (local, nothing to download)")
@@ -52,15 +68,33 @@ def _cmd_list(args: argparse.Namespace) -> int:
 
 
 def _cmd_fetch(args: argparse.Namespace) -> int:
-    paths = fetch(args.name, args.data_dir, offline=True if args.offline else None)
+    offline = True if args.offline else None
+    tasks = _task_sources()
+    if args.name in tasks:
+        from lineage.tasks.data import fetch_task
+
+        paths = fetch_task(tasks[args.name], args.name, args.data_dir, offline)
+    else:
+        paths = fetch(args.name, args.data_dir, offline=offline)
     for split, path in paths.items():
         print(f"{split}: {path}")
     return 0
 
 
 def _cmd_verify(args: argparse.Namespace) -> int:
+    if args.name is None:  # every source where lineage keeps it: missing is normal, not a fault
+        if args.data_dir:
+            raise DataError("--data-dir needs a source name: lineage-data verify <name> --data-dir")
+        mismatches = 0
+        for name, src in _all_sources().items():
+            for st in verify(name, None, src.files):
+                mismatches += st.status == "mismatch"
+                print(f"{st.status.upper():9} {name}: {st.path}")
+        if mismatches:
+            print(f"{mismatches} file(s) differ from their sha256", file=sys.stderr)
+        return 1 if mismatches else 0
     problems = 0
-    for st in verify(args.name, args.data_dir):
+    for st in verify(args.name, args.data_dir, _all_sources()[args.name].files):
         if st.ok:
             print(f"OK        {st.path}  sha256 {st.actual_sha256}")
         elif st.status == "missing":
@@ -83,7 +117,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="lineage-data", description="List, download and verify lineage's corpora."
     )
     sub = parser.add_subparsers(dest="command", required=True)
-    names = sorted(SOURCES)
+    names = sorted(_all_sources())
 
     p = sub.add_parser("list", help="registered sources, URLs, checksums, cache state")
     p.add_argument("--data-dir", help="look for the files here instead of the default dirs")
@@ -95,8 +129,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--offline", action="store_true", help="verify only, never download")
     p.set_defaults(func=_cmd_fetch)
 
-    p = sub.add_parser("verify", help="check a source's files against their sha256")
-    p.add_argument("name", choices=names)
+    p = sub.add_parser("verify", help="check a source's files (default: all) against their sha256")
+    p.add_argument("name", choices=names, nargs="?")
     p.add_argument("--data-dir", help="directory holding the files (default: the user cache dir)")
     p.set_defaults(func=_cmd_verify)
     return parser
@@ -110,11 +144,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return args.func(args)
     except DataError as e:
         # the messages name lineage-train's settings; here they are options
-        text = (
-            str(e)
-            .replace("corpus.data_dir=", "--data-dir ")
-            .replace("corpus.offline=false", "without --offline")
-        )
+        text = re.sub(r"\b(corpus|task\.[\w-]+)\.data_dir=", "--data-dir ", str(e))
+        text = re.sub(r"\b(corpus|task\.[\w-]+)\.offline=false", "without --offline", text)
         print(f"error: {text}", file=sys.stderr)
         return 1
 

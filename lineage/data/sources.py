@@ -231,12 +231,16 @@ class FileStatus:
         return self.status == "ok"
 
 
-def verify(name: str, data_dir: str | os.PathLike | None = None) -> list[FileStatus]:
-    """Check every file of source ``name`` in ``data_dir`` without downloading anything."""
-    source = get_source(name)
+def verify(
+    name: str, data_dir: str | os.PathLike | None = None, files: dict[str, RemoteFile] | None = None
+) -> list[FileStatus]:
+    """Check every file of source ``name`` (or the given ``files``, e.g. a task's) in
+    ``data_dir`` without downloading anything."""
+    if files is None:
+        files = get_source(name).files
     root = Path(data_dir).expanduser() if data_dir is not None else default_data_dir(name)
     out = []
-    for key, rf in source.files.items():
+    for key, rf in files.items():
         path = root / rf.filename
         if not path.is_file():
             out.append(FileStatus(key, path, rf, "missing"))
