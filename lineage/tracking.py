@@ -202,6 +202,8 @@ def check_server(uri: str, timeout: float = SERVER_TIMEOUT) -> None:
     try:
         with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout) as response:
             response.read()
+    except urllib.error.HTTPError:
+        pass  # it answers (an auth proxy's 401, a path it does not serve): MLflow will say more
     except (OSError, urllib.error.URLError) as e:
         reason = getattr(e, "reason", None) or e
         raise DataError(

@@ -71,22 +71,25 @@ def _sweep_tags() -> dict[str, str]:
 
 
 # Command-line overrides that choose the row's identity (model, corpus, seed, tasks) or say where
-# things are and how the run looks: not part of a run's ``overrides`` tag.
+# things are and how the run looks: not part of a run's ``overrides`` tag. The files of a
+# text_files corpus or a csv task are what the run read, so they stay (the registered sources'
+# data_dir does not: their files are checked by sha256).
 _IDENTITY_OR_PLACE = re.compile(
     r"^~?\+{0,2}("
-    r"seed|model|corpus|task|experiment|study|force|ckpt_path|stages|samples\..*"
-    r"|paths(\..*)?|tracking(\..*)?|hydra(/.*|\..*)?|tags\..*"
-    r"|corpus\.(data_dir|cache_dir|offline|files\..*)"
-    r"|task\.[^.=]+\.(data_dir|offline|path|csv\.files\..*)"
-    r"|trainer\.(enable_progress_bar|enable_model_summary)"
+    r"seed|model|corpus|task|experiment|study|force|ckpt_path|stages|samples(\..*)?|tags(\..*)?"
+    r"|paths(\..*)?|tracking(\..*)?|hydra(/.*|\..*)?"
+    r"|corpus\.(data_dir|cache_dir|offline|name)|task\.[^.=]+\.(data_dir|offline)"
+    r"|trainer\.(enable_progress_bar|enable_model_summary|log_every_n_steps)"
     r")="
 )
 
 
 def variant_overrides(overrides: Sequence[str]) -> str:
-    """The overrides that change what a run computes beyond its model, corpus and seed, sorted
-    and space-joined (``model.lm.order=2``): a sweep's points are separate table rows."""
-    return " ".join(sorted(o for o in overrides if not _IDENTITY_OR_PLACE.match(o)))
+    """The overrides that change what a run computes beyond its model, corpus and seed, without
+    Hydra's ``+``/``++`` (how a key was added, not what it is), sorted and space-joined
+    (``model.lm.order=2``): a sweep's points are separate table rows."""
+    kept = {o.lstrip("+") for o in overrides if not _IDENTITY_OR_PLACE.match(o)}
+    return " ".join(sorted(kept))
 
 
 def _overrides_tag() -> dict[str, str]:

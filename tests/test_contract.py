@@ -144,6 +144,7 @@ def test_restored_vectors_on_task_texts_still_read_the_corpus(fitted, tmp_path):
         logger=False,
         enable_checkpointing=False,
         enable_progress_bar=False,
+        default_root_dir=str(tmp_path),  # the vectors it exports go here, not into the checkout
         max_epochs=trainer.max_epochs,
         **{k: v for k, v in restored.trainer_overrides().items() if k != "max_epochs"},
     )

@@ -328,22 +328,27 @@ def test_text_files_refuse_unknown_keys_and_directories(tmp_path):
 @pytest.mark.parametrize(
     "setting,message",
     [
-        ({"lowercase": "no"}, "corpus.lowercase='no' must be true or false (unquoted)"),
-        (
-            {"line_is_sentence": "off"},
-            "corpus.line_is_sentence='off' must be true or false (unquoted)",
-        ),
-        ({"offline": "false"}, "corpus.offline='false' must be true or false (unquoted)"),
+        ({"lowercase": "nope"}, "corpus.lowercase='nope' must be true or false"),
+        ({"line_is_sentence": 2}, "corpus.line_is_sentence=2 must be true or false"),
         ({"max_size": 2.9}, "corpus.max_size=2.9 must be a whole number >= 3"),
         ({"max_size": 1}, "corpus.max_size=1 must be a whole number >= 3"),
         ({"min_freq": -3}, "corpus.min_freq=-3 must be a whole number >= 1"),
     ],
 )
 def test_settings_of_the_wrong_kind_are_refused_not_coerced(setting, message):
-    # a string "no" is true in Python: coerced, it would silently lowercase the corpus
+    # bool("nope") is true in Python: coerced, it would silently lowercase the corpus
     with pytest.raises(DataError) as err:
         CorpusDataModule(name="x", source="lee", **setting)
     assert str(err.value) == message
+
+
+def test_settings_from_environment_variables_or_numpy_are_read_as_meant():
+    import numpy as np
+
+    dm = CorpusDataModule(name="x", source="lee", lowercase="no", offline="TRUE", max_size="10000")
+    assert dm.lowercase is False and dm.offline is True and dm.max_size == 10000
+    dm = CorpusDataModule(name="x", source="lee", max_size=np.int64(500), min_freq=1e0)
+    assert dm.max_size == 500 and dm.min_freq == 1
 
 
 def test_lineage_cache_dir_moves_the_prepared_cache_for_the_api_too(tmp_path, monkeypatch):

@@ -132,13 +132,13 @@ def test_a_setting_refused_by_a_constructor_is_printed_without_hydras_wrapper(tm
 
     from conftest import ROOT
 
-    cmd = [sys.executable, "-m", "lineage.train", "corpus.lowercase=no", "tracking=none",
+    cmd = [sys.executable, "-m", "lineage.train", "corpus.max_size=2.5", "tracking=none",
            f"paths.root_dir={tmp_path}"]  # fmt: skip
     env = {**os.environ, "LINEAGE_CACHE_DIR": str(tmp_path / "cache")}
     done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 2
     assert "Traceback" not in done.stderr and "Error in call to target" not in done.stderr
-    assert "lineage-train: corpus.lowercase='no' must be true or false" in done.stderr
+    assert "lineage-train: corpus.max_size=2.5 must be a whole number >= 3" in done.stderr
 
 
 def test_a_corpus_file_left_unset_is_named_without_a_traceback(tmp_path):

@@ -30,6 +30,7 @@ from lineage.report.table import (
     build_table,
     format_count,
     format_value,
+    natural_key,
     render_csv,
     render_latex,
     render_markdown,
@@ -233,6 +234,12 @@ def test_formats():
     dur = Column("t", "cost/train_seconds", "T", format="duration")
     assert format_value(5400.0, 360.0, dur) == "1.50 ± 0.10 h"
     assert format_value(float("nan"), float("nan"), dur) == ""
+    assert sorted(["o=10", "o=2", "o=3 p=1", "o=3"], key=natural_key) == [
+        "o=2",
+        "o=3",
+        "o=3 p=1",
+        "o=10",
+    ]
     # the unit and the decimals follow the value as shown, after rounding
     assert format_count(999.6) == "1.00k"
     assert [format_value(v, float("nan"), dur) for v in (59.97, 9.996, 3599.0, 42.0)] == [

@@ -144,7 +144,8 @@ def test_multirun_from_the_command_line(tmp_path):
     ]
     assert {r.info.status for r in runs} == {"FINISHED"}
     assert len({r.data.tags["sweep_id"] for r in runs}) == 1
-    assert not any("overrides" in r.data.tags for r in runs)  # identity and places only
+    # the tiny corpus's files are what the runs read: the same for all four, one row per model
+    assert {r.data.tags["overrides"] for r in runs} == {variant_overrides(tiny_corpus_overrides())}
     for r in runs:
         for split in ("val", "test"):
             for name in SPLIT_METRICS:
@@ -162,9 +163,11 @@ def test_the_overrides_tag_keeps_what_changes_the_computation():
         "tracking=server", "tracking.uri=http://h:5000", "hydra/launcher=joblib",
         "hydra.launcher.n_jobs=2", "trainer.enable_progress_bar=false", "+tags.note=x",
         "model.lm.order=2", "task.sst2.probe.C=[1]", "corpus.lowercase=true", "trainer=fast",
+        "++trainer.limit_train_batches=5", "corpus.name=mine", "samples.count=0",
     ]  # fmt: skip
     assert variant_overrides(given) == (
-        "corpus.lowercase=true model.lm.order=2 task.sst2.probe.C=[1] trainer=fast"
+        "corpus.files.train=a.txt corpus.lowercase=true model.lm.order=2 task.mine.csv.files.all="
+        "b.csv task.sst2.probe.C=[1] trainer.limit_train_batches=5 trainer=fast"
     )
 
 

@@ -11,6 +11,7 @@ use ``train``/``valid``/``test``.
 from __future__ import annotations
 
 import logging
+import numbers
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -57,18 +58,33 @@ LEE_FILE = "lee_background.cor"
 LEE_DOCUMENTS = {"train": (0, 240), "valid": (240, 270), "test": (270, 300)}
 
 
+_FLAG_WORDS = {"true": True, "false": False, "yes": True, "no": False, "on": True, "off": False,
+               "1": True, "0": False}  # fmt: skip
+
+
 def _flag(value: Any, key: str) -> bool:
-    """A yes/no setting: a real boolean (``corpus.lowercase='no'`` is a string, always true)."""
+    """A yes/no setting: a boolean, or one of the words of :data:`_FLAG_WORDS` (an environment
+    variable arrives as a string). ``bool("no")`` would be true."""
     if isinstance(value, bool):
         return value
-    raise DataError(f"corpus.{key}={value!r} must be true or false (unquoted)")
+    if isinstance(value, str) and value.strip().lower() in _FLAG_WORDS:
+        return _FLAG_WORDS[value.strip().lower()]
+    raise DataError(f"corpus.{key}={value!r} must be true or false")
 
 
 def _whole(value: Any, key: str, minimum: int) -> int:
-    """An integer setting >= ``minimum`` (``corpus.max_size=2.9`` is not silently 2)."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+    """An integer setting >= ``minimum``: an int (numpy's too), a float with no fraction
+    (``1e4``) or a string of digits (an environment variable); ``2.9`` is not silently 2."""
+    number: int | None = None
+    if isinstance(value, numbers.Integral) and not isinstance(value, bool):
+        number = int(value)
+    elif isinstance(value, float) and value.is_integer():
+        number = int(value)
+    elif isinstance(value, str) and value.strip().lstrip("-").isdigit():
+        number = int(value.strip())
+    if number is None or number < minimum:
         raise DataError(f"corpus.{key}={value!r} must be a whole number >= {minimum}")
-    return value
+    return number
 
 
 def _config_value(cfg: Mapping[str, Any], split: str) -> Any:

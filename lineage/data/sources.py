@@ -283,9 +283,8 @@ def _mismatch_error(name: str, path: Path, rf: RemoteFile, actual: str) -> DataE
 def _missing_error(
     name: str, path: Path, rf: RemoteFile, reason: str, new_dir: bool = False
 ) -> DataError:
-    """``new_dir``: the directory did not exist before the download that failed."""
-    absent = new_dir or not path.parent.is_dir()
-    where = f"{path.parent} (no such directory: a typo?)" if absent else path.parent
+    """``new_dir``: the data directory the user named did not exist (a typo, likely)."""
+    where = f"{path.parent} (no such directory: a typo?)" if new_dir else path.parent
     return DataError(
         f"source {name!r}: {rf.filename} is missing from {where} and {reason}\n"
         f"  expected file:   {path}\n"
@@ -301,7 +300,7 @@ def _missing_error(
     )
 
 
-def _download(name: str, rf: RemoteFile, path: Path) -> None:
+def _download(name: str, rf: RemoteFile, path: Path, explicit: bool = False) -> None:
     """Download ``rf`` to ``path`` atomically, from its URL or else its mirrors in order; on any
     failure no partial file is left."""
     created = [d for d in (path.parent, *path.parent.parents) if not d.exists()]
@@ -310,7 +309,7 @@ def _download(name: str, rf: RemoteFile, path: Path) -> None:
     except OSError as e:
         raise _missing_error(name, path, rf, f"its directory cannot be created ({e})") from e
     try:
-        _download_to(name, rf, path, new_dir=bool(created))
+        _download_to(name, rf, path, new_dir=explicit and bool(created))
     except BaseException:
         for directory in created:  # innermost first: a failed download leaves no empty folders
             try:
@@ -404,9 +403,10 @@ def fetch(
             if actual != rf.sha256:
                 raise _mismatch_error(name, path, rf, actual)
         elif offline:
-            raise _missing_error(name, path, rf, "downloads are disabled (offline)")
+            absent = data_dir is not None and not root.is_dir()  # a directory the user named
+            raise _missing_error(name, path, rf, "downloads are disabled (offline)", absent)
         else:
-            _download(name, rf, path)
+            _download(name, rf, path, explicit=data_dir is not None)
         paths[key] = path
     return paths
 

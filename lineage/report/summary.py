@@ -549,9 +549,10 @@ def report(cfg: DictConfig, experiment_choice: str | None = None) -> dict[str, A
     # the studies' index (experiments/README.md) and the project's front page, where they hold
     # the study's markers
     markdown = render_markdown(table)
-    for readme in dict.fromkeys(
-        [out_dir.parent / "README.md", Path(cfg.paths.root_dir) / "README.md"]
-    ):
+    # (not when the output goes elsewhere: `make demo` leaves the checked-in pages alone)
+    readmes = [] if cfg.get("out_dir") else [out_dir.parent / "README.md"]
+    readmes += [] if cfg.get("out_dir") else [Path(cfg.paths.root_dir) / "README.md"]
+    for readme in dict.fromkeys(readmes):
         update_readme(readme, name, markdown)
     run_id = None
     if use_store and cfg.log_to_mlflow:
@@ -596,16 +597,18 @@ def runs_summary(study: str, result: Mapping[str, Any]) -> str:
 
 @hydra.main(config_path=CONF_DIR, config_name="report", version_base="1.3")
 def _hydra_main(cfg: DictConfig) -> None:
+    from lineage.data.sources import DataError
+
     choice = HydraConfig.get().runtime.choices.get("experiment")
-    if cfg.action == "url":
-        print(dashboard_url(cfg.tracking, str(cfg.study), cfg.ui.host, int(cfg.ui.port)))
-        return
-    if cfg.action != "report":
+    if cfg.action not in ("report", "url"):
         print(f"lineage-report: action={cfg.action!r}: use report or url", file=sys.stderr)
         raise SystemExit(2)
     try:
+        if cfg.action == "url":
+            print(dashboard_url(cfg.tracking, str(cfg.study), cfg.ui.host, int(cfg.ui.port)))
+            return
         result = report(cfg, choice)
-    except ReportError as err:
+    except (ReportError, DataError) as err:  # e.g. a tracking server that does not answer
         print(f"lineage-report: {err}", file=sys.stderr)  # what to fix, no traceback
         raise SystemExit(2) from None
     print(f"\n{runs_summary(str(cfg.study), result)}\n")

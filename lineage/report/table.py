@@ -163,6 +163,15 @@ def runs_frame(rows: Sequence[Mapping[str, str]]) -> pd.DataFrame:
     return frame
 
 
+def natural_key(text: str) -> tuple:
+    """Sort key reading digit runs as numbers: ``order=2`` before ``order=10``."""
+    return tuple(
+        (0, int(part), "") if part.isdigit() else (1, 0, part)
+        for part in re.split(r"(\d+)", text)
+        if part
+    )
+
+
 def row_label(model: str, overrides: str = "") -> str:
     """A row's name: the model config, then its overrides if any (``ngram [model.lm.order=2]``)."""
     return f"{model} [{overrides}]" if overrides else model
@@ -260,7 +269,7 @@ def build_table(
             record["model"],
             variant,
             record["corpus"],
-            record["overrides"],
+            natural_key(record["overrides"]),
         )
 
     records.sort(key=order)

@@ -261,7 +261,7 @@ def fetch_task(
             )
         else:
             try:
-                _download(source.name, rf, path)
+                _download(source.name, rf, path, explicit=data_dir is not None)
             except DataError as e:  # the corpus message names the corpus setting: name ours
                 raise DataError(str(e).replace("corpus.data_dir", setting)) from None
         paths[role] = path
@@ -429,8 +429,11 @@ def stratified_split(labels: Sequence[str], ratios: Sequence[float], seed: int) 
     return parts
 
 
-def deduplicate(texts: list[str], labels: list[str], where: str) -> tuple[list, list, int]:
-    """Keep the first occurrence of each text; a text with two labels is an error."""
+def deduplicate(
+    texts: list[str], labels: list[str], where: str, setting: str = "the task's dedupe"
+) -> tuple[list, list, int]:
+    """Keep the first occurrence of each text; a text with two labels is an error (naming
+    ``setting``, the key that turns deduplication off)."""
     seen: dict[str, str] = {}
     out_t, out_l = [], []
     for t, lab in zip(texts, labels, strict=True):
@@ -438,7 +441,7 @@ def deduplicate(texts: list[str], labels: list[str], where: str) -> tuple[list, 
             if seen[t] != lab:
                 raise DataError(
                     f"{where}: the text {t[:60]!r} has labels {seen[t]} and {lab}; correct the "
-                    "file, or set the task's dedupe: false to keep both"
+                    f"file, or set {setting}=false to keep both"
                 )
             continue
         seen[t] = lab
@@ -547,7 +550,7 @@ def load_sms_spam(
     texts, labels = parse_sms(read_text_lines(path), str(path))
     data = TaskData(name, {}, {}, ["ham", "spam"])
     if dedupe:
-        texts, labels, dropped = deduplicate(texts, labels, str(path))
+        texts, labels, dropped = deduplicate(texts, labels, str(path), f"task.{name}.dedupe")
         data.notes.append(f"{dropped} duplicate messages dropped before splitting")
     return _split_pool(data, texts, labels, split, _file_info(src.files["all"], path))
 
@@ -712,7 +715,8 @@ def load_csv(
             )
         texts, labels = read_csv_split(found["all"], cfg, name)
         if dedupe:  # a text repeated in the pool must not land in both train and test
-            texts, labels, dropped = deduplicate(texts, labels, str(found["all"]))
+            setting = f"task.{name}.dedupe"
+            texts, labels, dropped = deduplicate(texts, labels, str(found["all"]), setting)
             data.notes.append(f"{dropped} duplicate texts dropped before splitting")
         _split_pool(data, texts, labels, split or SplitConfig(), info(found["all"]))
     else:

@@ -133,14 +133,20 @@ class TfidfFeatures:
 
 
 class LMFeatures:
-    """``model.features(ids, batch_size)``: the LM's pooled hidden states (the model is frozen)."""
+    """``model.features(ids)``: the LM's pooled hidden states (the model is frozen); with
+    ``batch_size`` where the family's ``features`` takes one."""
 
     kind = "lm"
 
     def __init__(self, model, encoder: TextEncoder, batch_size: int = 64):
+        import inspect
+
         self.model = model
         self.encoder = encoder
         self.batch_size = batch_size
+        # the interface's features(texts) takes no batch size; the neural families' does
+        accepts = "batch_size" in inspect.signature(model.features).parameters
+        self._batching = {"batch_size": batch_size} if accepts else {}
 
     def fit(self, texts: Sequence[str]) -> LMFeatures:
         return self
@@ -149,7 +155,7 @@ class LMFeatures:
         ids = self.encoder.ids(texts)
         out = []
         for i in range(0, len(ids), 4096):  # bounded memory; the model batches inside
-            chunk = self.model.features(ids[i : i + 4096], batch_size=self.batch_size)
+            chunk = self.model.features(ids[i : i + 4096], **self._batching)
             out.append(chunk.detach().cpu().numpy())
         return np.concatenate(out).astype(np.float32)  # (N, H)
 

@@ -283,7 +283,7 @@ def test_csv_with_a_byte_order_mark_and_duplicates_in_the_pool(tmp_path):
     kept = load_csv("mine", cfg, SplitConfig([0.5, 0.25, 0.25]), 0.1, 0, dedupe=False)
     assert sum(len(t) for t in kept.texts.values()) == 40
     path.write_text("text,label\nsame,x\nsame,y\nother,x\nmore,y\n")
-    with pytest.raises(DataError, match=r"'same' has labels x and y; .*dedupe: false"):
+    with pytest.raises(DataError, match=r"'same' has labels x and y; .*task\.mine\.dedupe=false"):
         load_csv("mine", cfg, SplitConfig([0.5, 0.25, 0.25]), 0.1, 0)
 
 
