@@ -43,27 +43,32 @@ def _all_sources() -> dict:
     return {**SOURCES, **_task_sources()}
 
 
+def _print_source(name: str, src, data_dir: str | None) -> None:
+    root = _dir(name, data_dir)
+    print(f"{name}: {src.description}")
+    print(f"  citation: {src.citation}")
+    if src.homepage:
+        print(f"  homepage: {src.homepage}")
+    print(f"  data dir: {root}")
+    for split, rf in src.files.items():
+        present = "cached" if (root / rf.filename).is_file() else "not cached"
+        print(f"  {split}: {rf.filename} ({present})")
+        print(f"    url:    {rf.url}")
+        for mirror in rf.mirrors:
+            print(f"    mirror: {mirror}")
+        print(f"    sha256: {rf.sha256}")
+        for member_split, member in (rf.members or {}).items():
+            print(f"    {member_split}: {member}")
+
+
 def _cmd_list(args: argparse.Namespace) -> int:
-    for name, src in _all_sources().items():
-        if name == next(iter(_task_sources())):
-            print("-- task data sets (task.<name>.data_dir for lineage-train)")
-        root = _dir(name, args.data_dir)
-        print(f"{name}: {src.description}")
-        print(f"  citation: {src.citation}")
-        if getattr(src, "homepage", ""):
-            print(f"  homepage: {src.homepage}")
-        print(f"  data dir: {root}")
-        for split, rf in src.files.items():
-            present = "cached" if (root / rf.filename).is_file() else "not cached"
-            print(f"  {split}: {rf.filename} ({present})")
-            print(f"    url:    {rf.url}")
-            for mirror in rf.mirrors:
-                print(f"    mirror: {mirror}")
-            print(f"    sha256: {rf.sha256}")
-            for member_split, member in (getattr(rf, "members", None) or {}).items():
-                print(f"    {member_split}: {member}")
+    for name, src in SOURCES.items():
+        _print_source(name, src, args.data_dir)
     for name, desc in LOCAL_SOURCES.items():
         print(f"{name}: {desc} (local, nothing to download)")
+    print("-- task data sets (task.<name>.data_dir for lineage-train)")
+    for name, src in _task_sources().items():
+        _print_source(name, src, args.data_dir)
     return 0
 
 

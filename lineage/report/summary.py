@@ -550,10 +550,11 @@ def report(cfg: DictConfig, experiment_choice: str | None = None) -> dict[str, A
     # the study's markers
     markdown = render_markdown(table)
     # (not when the output goes elsewhere: `make demo` leaves the checked-in pages alone)
-    readmes = [] if cfg.get("out_dir") else [out_dir.parent / "README.md"]
-    readmes += [] if cfg.get("out_dir") else [Path(cfg.paths.root_dir) / "README.md"]
-    for readme in dict.fromkeys(readmes):
-        update_readme(readme, name, markdown)
+    if not cfg.get("out_dir"):
+        for readme in dict.fromkeys(
+            [out_dir.parent / "README.md", Path(cfg.paths.root_dir) / "README.md"]
+        ):
+            update_readme(readme, name, markdown)
     run_id = None
     if use_store and cfg.log_to_mlflow:
         run_id = log_report_run(tracking, study, runs_csv, tables)

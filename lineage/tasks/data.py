@@ -662,9 +662,9 @@ def read_csv_split(path: Path, cfg: CsvConfig, name: str) -> tuple[list[str], li
     if not body:
         raise DataError(f"{where}: {path} has no data rows")
     text_cols = [
-        _column(c, header, f"{path}", f"task.{name}.csv.text_columns") for c in cfg.text_columns
+        _column(c, header, str(path), f"task.{name}.csv.text_columns") for c in cfg.text_columns
     ]
-    label_col = _column(cfg.label_column, header, f"{path}", f"task.{name}.csv.label_column")
+    label_col = _column(cfg.label_column, header, str(path), f"task.{name}.csv.label_column")
     texts, labels = [], []
     need = max([*text_cols, label_col])
     for i, row in body:
