@@ -32,7 +32,8 @@ sweep: $(STAMP)  ## a study's sweep (resumable), then its tables: make sweep STU
 	$(BIN)/lineage-report experiment=$(STUDY)
 
 tables: $(STAMP)  ## every study's tables and runs.csv, from the store merged into runs.csv
-	@for study in $(STUDIES); do $(BIN)/lineage-report experiment=$$study || exit 1; done
+	@failed=; for study in $(STUDIES); do $(BIN)/lineage-report experiment=$$study || failed="$$failed $$study"; done; \
+	if [ -n "$$failed" ]; then echo "make tables: no tables for:$$failed (see above)" >&2; exit 1; fi
 
 test: $(STAMP)  ## the default suite (slow tests excluded)
 	$(BIN)/pytest

@@ -8,7 +8,9 @@ classes they instantiate.
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
@@ -49,6 +51,40 @@ _START_ENV = dict(os.environ)
 def start_env(name: str, default: str | None = None) -> str | None:
     """``${lineage.env:NAME,default}``: like ``oc.env``, but as the process started."""
     return _START_ENV.get(name, default)
+
+
+def unknown_group_options(argv: Sequence[str], conf_dir: str | Path) -> str | None:
+    """The message for a list override naming a config that a group lacks (``task=[sst3]``).
+
+    Hydra lists a group's options for ``model=lstm_smal`` but only says "Could not load" for an
+    element of a list, so the list elements of the command line's overrides are checked here,
+    before Hydra composes. None when every element exists, or when the command line does not
+    parse (Hydra then says why).
+    """
+    from hydra._internal.utils import get_args_parser
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.core.override_parser.types import ChoiceSweep
+
+    try:
+        overrides = get_args_parser().parse_known_args(list(argv))[0].overrides
+        parsed = OverridesParser.create().parse_overrides(overrides)
+    except (Exception, SystemExit):
+        return None
+    for override in parsed:
+        group = Path(conf_dir) / override.key_or_group
+        if override.is_delete() or not group.is_dir():
+            continue
+        value = override.value()
+        options = value.list if isinstance(value, ChoiceSweep) else [value]
+        names = [n for o in options if isinstance(o, list) for n in o if isinstance(n, str)]
+        missing = [n for n in names if not (group / f"{n}.yaml").is_file()]
+        if missing:
+            available = ", ".join(sorted(p.stem for p in group.glob("*.yaml")))
+            return (
+                f"{override.input_line}: no config {override.key_or_group}/{missing[0]}.yaml; "
+                f"options in '{override.key_or_group}': {available}"
+            )
+    return None
 
 
 def register() -> None:

@@ -26,6 +26,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 import lineage.config  # noqa: F401  (registers the train schema before Hydra composes)
+from lineage.config import unknown_group_options
 
 # An absolute path: as a console script, Hydra would resolve "../conf" as a Python module.
 CONF_DIR = str(Path(__file__).resolve().parents[1] / "conf")
@@ -402,6 +403,10 @@ def user_error(err: BaseException) -> str | None:
 
 def main() -> None:
     """Console entry point ``lineage-train``."""
+    message = unknown_group_options(sys.argv[1:], CONF_DIR)
+    if message is not None:
+        print(f"lineage-train: {message}", file=sys.stderr)
+        raise SystemExit(2)
     _hydra_main()
 
 

@@ -22,6 +22,30 @@ def test_unknown_model_name_lists_the_available_ones(tmp_path):
         assert known in message
 
 
+@pytest.mark.parametrize(
+    "argv",
+    [["task=[sst2,sst3]"], ["-m", "task=[sst2],[sst3]"], ["--cfg", "job", "+task=[sst3]"]],
+)
+def test_unknown_task_in_a_list_lists_the_available_ones(argv, monkeypatch, capsys):
+    # Hydra itself only says "Could not load 'task/sst3'" for a list element.
+    from lineage import train
+
+    monkeypatch.setattr("sys.argv", ["lineage-train", *argv])
+    with pytest.raises(SystemExit) as exit_:
+        train.main()
+    assert exit_.value.code == 2
+    message = capsys.readouterr().err
+    assert "task/sst3.yaml" in message
+    assert "options in 'task': ag_news, csv, imdb, polarity, sms_spam, sst2" in message
+
+
+def test_known_tasks_in_lists_pass_the_check():
+    from lineage.config import unknown_group_options
+
+    argv = ["-m", "task=[sst2,sms_spam],[polarity]", "model=ngram,rule", "task.sst2.probe.C=1"]
+    assert unknown_group_options(argv, CONF) is None
+
+
 def test_wrong_type_in_an_override_names_the_key_and_value(tmp_path):
     with pytest.raises(ConfigCompositionException) as err:
         compose_train(["seed=abc", "tracking=none"], tmp_path)
