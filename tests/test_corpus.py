@@ -142,16 +142,17 @@ def test_ptb_checksum_mismatch_through_the_datamodule(shared_data, tmp_path):
     assert SOURCES["ptb"].files["test"].url in msg and "corpus.data_dir" in msg
 
 
-def test_zipped_source_keeps_every_line(tmp_path, monkeypatch):
-    """WikiText layout: splits read from the verified zip; empty lines get an <eos> too."""
+WIKITEXT_BODY = {"train": " \n = A = \n \n a b c . \n", "valid": " a d \n\n", "test": " b \n"}
+
+
+def _register_wikitext_zip(archive, monkeypatch):
+    """A WikiText-layout zip of WIKITEXT_BODY, registered as wikitext2 with its own sha256."""
     import dataclasses
     import hashlib
     import zipfile
 
-    archive = tmp_path / "wikitext-2-v1.zip"
-    body = {"train": " \n = A = \n \n a b c . \n", "valid": " a d \n\n", "test": " b \n"}
     with zipfile.ZipFile(archive, "w") as zf:
-        for split, text in body.items():
+        for split, text in WIKITEXT_BODY.items():
             zf.writestr(f"wikitext-2/wiki.{split}.tokens", text)
     rf = dataclasses.replace(
         SOURCES["wikitext2"].files["archive"],
@@ -160,6 +161,12 @@ def test_zipped_source_keeps_every_line(tmp_path, monkeypatch):
     monkeypatch.setitem(
         SOURCES, "wikitext2", dataclasses.replace(SOURCES["wikitext2"], files={"archive": rf})
     )
+    return rf
+
+
+def test_zipped_source_keeps_every_line(tmp_path, monkeypatch):
+    """WikiText layout: splits read from the verified zip; empty lines get an <eos> too."""
+    rf = _register_wikitext_zip(tmp_path / "wikitext-2-v1.zip", monkeypatch)
     dm = CorpusDataModule(
         name="wt",
         source="wikitext2",
@@ -173,6 +180,52 @@ def test_zipped_source_keeps_every_line(tmp_path, monkeypatch):
     assert dm.vocab.decode(dm.stream("val")) == ["<eos>", "a", "<unk>", "<eos>", "<eos>"]
     assert set(dm.digests().values()) == {rf.sha256}
     assert dm.describe()["val"]["source"].endswith("#wikitext-2/wiki.valid.tokens")
+
+
+def test_extracted_wikitext_is_named_and_reads_as_text_files(tmp_path, monkeypatch):
+    """Unpacked WikiText without its zip: the error says how to read the files unverified, and
+    that command gives the streams and vocabulary the verified zip gives."""
+    import re
+
+    unpacked = tmp_path / "unpacked"
+    for split, text in WIKITEXT_BODY.items():
+        (unpacked / "wikitext-2").mkdir(parents=True, exist_ok=True)
+        (unpacked / "wikitext-2" / f"wiki.{split}.tokens").write_text(text)
+    with pytest.raises(DataError) as err:
+        CorpusDataModule(
+            name="wt",
+            source="wikitext2",
+            data_dir=str(unpacked),
+            cache_dir=str(tmp_path / "c"),
+            offline=True,
+            skip_empty_lines=False,
+        ).stats()
+    message = str(err.value)
+    assert "holds the extracted files but not wikitext-2-v1.zip" in message
+    files = dict(re.findall(r"corpus\.files\.(\w+)=(\S+)", message))
+    assert sorted(files) == ["test", "train", "valid"]
+    assert "corpus=text_files" in message and "corpus.skip_empty_lines=false" in message
+    own = CorpusDataModule(
+        name="own",
+        source="text_files",
+        files=files,
+        cache_dir=str(tmp_path / "c"),
+        skip_empty_lines=False,
+    )
+
+    archive = tmp_path / "zipped" / "wikitext-2-v1.zip"
+    archive.parent.mkdir()
+    _register_wikitext_zip(archive, monkeypatch)
+    zipped = CorpusDataModule(
+        name="wt",
+        source="wikitext2",
+        data_dir=str(archive.parent),
+        cache_dir=str(tmp_path / "c"),
+        skip_empty_lines=False,
+    )
+    assert own.vocab.itos == zipped.vocab.itos
+    for split in ("train", "val", "test"):
+        assert torch.equal(own.stream(split), zipped.stream(split))
 
 
 # ---------------------------------------------------------------- Lee

@@ -285,6 +285,16 @@ def _missing_error(
 ) -> DataError:
     """``new_dir``: the data directory the user named did not exist (a typo, likely)."""
     where = f"{path.parent} (no such directory: a typo?)" if new_dir else path.parent
+    extracted = _extracted_members(rf, path.parent)
+    unverified = ""
+    if extracted:
+        files = " ".join(f"corpus.files.{split}={p}" for split, p in extracted.items())
+        unverified = (
+            f"\n{path.parent} holds the extracted files but not {rf.filename}, whose sha256 "
+            f"verifies them. Put the zip beside them, or read them unverified as your own "
+            f"corpus with the same settings: corpus=text_files {files} "
+            f"corpus.skip_empty_lines=false"
+        )
     return DataError(
         f"source {name!r}: {rf.filename} is missing from {where} and {reason}\n"
         f"  expected file:   {path}\n"
@@ -297,7 +307,21 @@ def _missing_error(
             if "offline" in reason
             else "."
         )
+        + unverified
     )
+
+
+def _extracted_members(rf: RemoteFile, directory: Path) -> dict[str, Path]:
+    """An archive's split files found unpacked in ``directory`` (at their path inside the
+    archive, or directly in it), or ``{}`` unless every split is there."""
+    found = {}
+    for split, member in (rf.members or {}).items():
+        candidates = [directory / member, directory / Path(member).name]
+        path = next((c for c in candidates if c.is_file()), None)
+        if path is None:
+            return {}
+        found[split] = path
+    return found
 
 
 def _download(name: str, rf: RemoteFile, path: Path, explicit: bool = False) -> None:
