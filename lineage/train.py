@@ -93,11 +93,53 @@ def variant_overrides(overrides: Sequence[str]) -> str:
     return " ".join(sorted(kept))
 
 
-def _overrides_tag() -> dict[str, str]:
+def _overrides_tag(cfg: DictConfig) -> dict[str, str]:
     if not HydraConfig.initialized():
         return {}
-    variant = variant_overrides(list(HydraConfig.get().overrides.task))
+    variant = variant_overrides(_changing_overrides(cfg, list(HydraConfig.get().overrides.task)))
     return {"overrides": variant} if variant else {}
+
+
+def _changing_overrides(cfg: DictConfig, overrides: list[str]) -> list[str]:
+    """``overrides`` without the settings ``cfg`` would have without them (``model.lm.order=5``
+    where 5 is the default): they name no variant, so the run is the default's row.
+
+    Composes the config again without the variant overrides; kept whenever the comparison
+    cannot be made (a key the default lacks, a deletion, a composition that fails)."""
+    from hydra import compose
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    variant = [o for o in overrides if not _IDENTITY_OR_PLACE.match(o)]
+    if not variant:
+        return overrides
+    try:
+        base = compose(
+            config_name=HydraConfig.get().job.config_name,
+            overrides=[o for o in overrides if o not in variant],
+        )
+        parsed = OverridesParser.create().parse_overrides(variant)
+    except Exception:
+        log.debug("overrides tag: the default config could not be composed", exc_info=True)
+        return overrides
+    dropped = set()
+    for text, override in zip(variant, parsed, strict=True):
+        key = override.key_or_group.replace("/", ".")
+        if override.is_delete() or OmegaConf.select(base, key, default=_ABSENT) is _ABSENT:
+            continue
+        try:
+            same = _plain(OmegaConf.select(cfg, key)) == _plain(OmegaConf.select(base, key))
+        except Exception:
+            continue
+        if same:
+            dropped.add(text)
+    return [o for o in overrides if o not in dropped]
+
+
+_ABSENT = object()
+
+
+def _plain(value):
+    return OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value
 
 
 def _output_dir(cfg: DictConfig) -> Path:
@@ -185,7 +227,7 @@ def run(cfg: DictConfig, callbacks: Sequence = ()) -> dict[str, float]:
         "lineage_version": __version__,
         **git_info(),
         **_sweep_tags(),
-        **_overrides_tag(),
+        **_overrides_tag(cfg),
         **{str(k): str(v) for k, v in (cfg.get("tags") or {}).items()},
     }
     if not cfg.get("force", False):

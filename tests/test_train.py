@@ -129,6 +129,7 @@ def test_multirun_from_the_command_line(tmp_path):
         "study=sweep-test",
         f"paths.root_dir={tmp_path}",
         "trainer.enable_progress_bar=false",
+        "corpus.lowercase=false",  # the default: names no variant
         *tiny_corpus_overrides(),
     ]
     done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
