@@ -302,6 +302,7 @@ def test_cli_lists_fetches_and_verifies_task_data_too(shared_data, tmp_path, cap
     assert cli_main(["fetch", "sms_spam", "--offline", "--data-dir", str(tmp_path)]) == 1
     err = capsys.readouterr().err
     assert "set --data-dir <dir holding SMSSpamCollection>" in err and "task." not in err
+    assert "without --offline" in err
     # no name: every source in its default directory; nothing there yet is not a fault
     assert cli_main(["verify"]) == 0
     assert "MISSING   sst2: " in capsys.readouterr().out

@@ -13,12 +13,12 @@ from __future__ import annotations
 
 import argparse
 import logging
-import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 from lineage.data.sources import (
+    CLI_OPTIONS,
     LOCAL_SOURCES,
     SOURCES,
     DataError,
@@ -78,9 +78,9 @@ def _cmd_fetch(args: argparse.Namespace) -> int:
     if args.name in tasks:
         from lineage.tasks.data import fetch_task
 
-        paths = fetch_task(tasks[args.name], args.name, args.data_dir, offline)
+        paths = fetch_task(tasks[args.name], args.name, args.data_dir, offline, CLI_OPTIONS)
     else:
-        paths = fetch(args.name, args.data_dir, offline=offline)
+        paths = fetch(args.name, args.data_dir, offline=offline, settings=CLI_OPTIONS)
     for split, path in paths.items():
         print(f"{split}: {path}")
     return 0
@@ -148,10 +148,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return args.func(args)
     except DataError as e:
-        # the messages name lineage-train's settings; here they are options
-        text = re.sub(r"\b(corpus|task\.[\w-]+)\.data_dir=", "--data-dir ", str(e))
-        text = re.sub(r"\b(corpus|task\.[\w-]+)\.offline=false", "without --offline", text)
-        print(f"error: {text}", file=sys.stderr)
+        print(f"error: {e}", file=sys.stderr)
         return 1
 
 

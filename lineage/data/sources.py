@@ -21,7 +21,7 @@ import time
 import urllib.error
 import urllib.request
 import zipfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -62,6 +62,23 @@ class RemoteFile:
     @property
     def urls(self) -> tuple[str, ...]:
         return (self.url, *self.mirrors)
+
+
+@dataclass(frozen=True)
+class SettingNames:
+    """How a data error names the settings that fix it: lineage-train's keys by default, a
+    task's keys (:meth:`under`), or lineage-data's options (:data:`CLI_OPTIONS`)."""
+
+    data_dir: str = "corpus.data_dir="  # followed by <dir ...>
+    allow_downloads: str = "corpus.offline=false, LINEAGE_OFFLINE unset"
+
+    @classmethod
+    def under(cls, prefix: str) -> SettingNames:
+        """The keys under ``prefix`` (``task.sst2``)."""
+        return cls(f"{prefix}.data_dir=", f"{prefix}.offline=false, LINEAGE_OFFLINE unset")
+
+
+CLI_OPTIONS = SettingNames("--data-dir ", "without --offline, LINEAGE_OFFLINE unset")
 
 
 @dataclass(frozen=True)
@@ -268,20 +285,27 @@ def remove_stale_temporaries(directory: Path, names: Iterable[str], suffix: str)
                 pass  # another process removed it first
 
 
-def _mismatch_error(name: str, path: Path, rf: RemoteFile, actual: str) -> DataError:
+def _mismatch_error(
+    what: str, path: Path, rf: RemoteFile, actual: str, settings: SettingNames
+) -> DataError:
     return DataError(
-        f"source {name!r}: checksum mismatch for {path}\n"
+        f"{what}: checksum mismatch for {path}\n"
         f"  expected sha256: {rf.sha256}\n"
         f"  actual sha256:   {actual}\n"
         f"  source URL:      {' | '.join(rf.urls)}\n"
         f"The file is corrupted, truncated or a different version. Fix: set "
-        f"corpus.data_dir=<dir with the original files> to use an unmodified copy, or delete "
+        f"{settings.data_dir}<dir with the original files> to use an unmodified copy, or delete "
         f"{path} so that it is downloaded again."
     )
 
 
 def _missing_error(
-    name: str, path: Path, rf: RemoteFile, reason: str, new_dir: bool = False
+    what: str,
+    path: Path,
+    rf: RemoteFile,
+    reason: str,
+    settings: SettingNames,
+    new_dir: bool = False,
 ) -> DataError:
     """``new_dir``: the data directory the user named did not exist (a typo, likely)."""
     where = f"{path.parent} (no such directory: a typo?)" if new_dir else path.parent
@@ -292,21 +316,17 @@ def _missing_error(
         unverified = (
             f"\n{path.parent} holds the extracted files but not {rf.filename}, whose sha256 "
             f"verifies them. Put the zip beside them, or read them unverified as your own "
-            f"corpus with the same settings: corpus=text_files {files} "
+            f"corpus with the same settings: lineage-train corpus=text_files {files} "
             f"corpus.skip_empty_lines=false"
         )
     return DataError(
-        f"source {name!r}: {rf.filename} is missing from {where} and {reason}\n"
+        f"{what}: {rf.filename} is missing from {where} and {reason}\n"
         f"  expected file:   {path}\n"
         f"  expected sha256: {rf.sha256}\n"
         f"  source URL:      {' | '.join(rf.urls)}\n"
-        f"Fix: set corpus.data_dir=<dir holding {rf.filename}> to use a local copy, or download "
+        f"Fix: set {settings.data_dir}<dir holding {rf.filename}> to use a local copy, or download "
         f"the URL into {path.parent} yourself"
-        + (
-            " (or allow downloads: corpus.offline=false, LINEAGE_OFFLINE unset)."
-            if "offline" in reason
-            else "."
-        )
+        + (f" (or allow downloads: {settings.allow_downloads})." if "offline" in reason else ".")
         + unverified
     )
 
@@ -324,16 +344,20 @@ def _extracted_members(rf: RemoteFile, directory: Path) -> dict[str, Path]:
     return found
 
 
-def _download(name: str, rf: RemoteFile, path: Path, explicit: bool = False) -> None:
+def _download(
+    what: str, rf: RemoteFile, path: Path, settings: SettingNames, explicit: bool = False
+) -> None:
     """Download ``rf`` to ``path`` atomically, from its URL or else its mirrors in order; on any
     failure no partial file is left."""
     created = [d for d in (path.parent, *path.parent.parents) if not d.exists()]
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as e:
-        raise _missing_error(name, path, rf, f"its directory cannot be created ({e})") from e
+        raise _missing_error(
+            what, path, rf, f"its directory cannot be created ({e})", settings
+        ) from e
     try:
-        _download_to(name, rf, path, new_dir=explicit and bool(created))
+        _download_to(what, rf, path, settings, new_dir=explicit and bool(created))
     except BaseException:
         for directory in created:  # innermost first: a failed download leaves no empty folders
             try:
@@ -343,12 +367,14 @@ def _download(name: str, rf: RemoteFile, path: Path, explicit: bool = False) -> 
         raise
 
 
-def _download_to(name: str, rf: RemoteFile, path: Path, new_dir: bool) -> None:
+def _download_to(
+    what: str, rf: RemoteFile, path: Path, settings: SettingNames, new_dir: bool
+) -> None:
     remove_stale_temporaries(path.parent, [path.name], ".part")
     failures: list[str] = []
     for url in rf.urls:
         try:
-            _download_from(name, url, rf, path)
+            _download_from(what, url, rf, path, settings)
             return
         except DataError as e:  # the wrong checksum: another mirror may serve the right file
             failures.append(f"{url}: the wrong checksum (a different or truncated file)")
@@ -360,12 +386,11 @@ def _download_to(name: str, rf: RemoteFile, path: Path, new_dir: bool) -> None:
             log.warning("download of %s failed (%s); trying the next mirror", url, failures[-1])
     if isinstance(last, DataError) and len(rf.urls) == 1:
         raise last
-    raise _missing_error(
-        name, path, rf, "the download failed (" + "; ".join(failures) + ")", new_dir
-    ) from last
+    reason = "the download failed (" + "; ".join(failures) + ")"
+    raise _missing_error(what, path, rf, reason, settings, new_dir) from last
 
 
-def _download_from(name: str, url: str, rf: RemoteFile, path: Path) -> None:
+def _download_from(what: str, url: str, rf: RemoteFile, path: Path, settings: SettingNames) -> None:
     """One attempt: ``url`` -> a temporary file beside ``path``, verified, then renamed."""
     log.info("downloading %s -> %s", url, path)
     # path.name, not rf.filename: a filename may name a subdirectory (glue/train.tsv)
@@ -384,10 +409,10 @@ def _download_from(name: str, url: str, rf: RemoteFile, path: Path) -> None:
         actual = h.hexdigest()
         if actual != rf.sha256:
             raise DataError(
-                f"source {name!r}: the download of {url} has the wrong checksum\n"
+                f"{what}: the download of {url} has the wrong checksum\n"
                 f"  expected sha256: {rf.sha256}\n"
                 f"  actual sha256:   {actual}\n"
-                f"Nothing was saved. Fix: retry later, or set corpus.data_dir=<dir with the "
+                f"Nothing was saved. Fix: retry later, or set {settings.data_dir}<dir with the "
                 f"original files> to use a local copy of {rf.filename}."
             )
         os.chmod(tmp, 0o666 & ~UMASK)  # mkstemp makes 0600
@@ -398,7 +423,10 @@ def _download_from(name: str, url: str, rf: RemoteFile, path: Path) -> None:
 
 
 def fetch(
-    name: str, data_dir: str | os.PathLike | None = None, offline: bool | None = None
+    name: str,
+    data_dir: str | os.PathLike | None = None,
+    offline: bool | None = None,
+    settings: SettingNames = SettingNames(),
 ) -> dict[str, Path]:
     """Local, verified paths of source ``name``'s files, downloading the missing ones.
 
@@ -406,6 +434,7 @@ def fetch(
         name: a key of :data:`SOURCES`.
         data_dir: directory holding (or receiving) the files; default :func:`default_data_dir`.
         offline: never download; ``None`` reads ``LINEAGE_OFFLINE``.
+        settings: how errors name the settings that fix them.
 
     Returns:
         ``{split: path}`` (``train``/``valid``/``test``), or ``{"archive": path}`` for zips.
@@ -415,22 +444,36 @@ def fetch(
             downloaded (offline or network failure). The message names the file, the expected
             sha256, the URL and the fix.
     """
-    source = get_source(name)
+    files = get_source(name).files
+    return fetch_files(f"source {name!r}", name, files, data_dir, offline, settings)
+
+
+def fetch_files(
+    what: str,
+    name: str,
+    files: Mapping[str, RemoteFile],
+    data_dir: str | os.PathLike | None,
+    offline: bool | None,
+    settings: SettingNames,
+) -> dict[str, Path]:
+    """:func:`fetch` for any registry's files (a task's too); ``what`` opens error messages
+    (``source 'ptb'``), ``name`` picks the default data directory."""
     root = Path(data_dir).expanduser() if data_dir is not None else default_data_dir(name)
     if offline is None:
         offline = offline_from_env()
     paths: dict[str, Path] = {}
-    for key, rf in source.files.items():
+    for key, rf in files.items():
         path = root / rf.filename
         if path.is_file():
             actual = sha256_file(path)
             if actual != rf.sha256:
-                raise _mismatch_error(name, path, rf, actual)
+                raise _mismatch_error(what, path, rf, actual, settings)
         elif offline:
             absent = data_dir is not None and not root.is_dir()  # a directory the user named
-            raise _missing_error(name, path, rf, "downloads are disabled (offline)", absent)
+            reason = "downloads are disabled (offline)"
+            raise _missing_error(what, path, rf, reason, settings, absent)
         else:
-            _download(name, rf, path, explicit=data_dir is not None)
+            _download(what, rf, path, settings, explicit=data_dir is not None)
         paths[key] = path
     return paths
 

@@ -42,9 +42,8 @@ import numpy as np
 from lineage.data.sources import (
     DataError,
     RemoteFile,
-    _download,
-    default_data_dir,
-    offline_from_env,
+    SettingNames,
+    fetch_files,
     read_text_lines,
     sha256_file,
     split_lines,
@@ -214,58 +213,27 @@ def fetch_task(
     task: str,
     data_dir: str | os.PathLike | None = None,
     offline: bool | None = None,
+    settings: SettingNames | None = None,
 ) -> dict[str, Path]:
     """Local, sha256-verified paths of ``source``'s files, downloading the missing ones.
 
-    The same rules as corpora (:func:`lineage.data.sources.fetch`): a present file must match its
-    sha256, a missing one is downloaded atomically unless offline.
+    The same rules and messages as corpora (:func:`lineage.data.sources.fetch`): a present file
+    must match its sha256, a missing one is downloaded atomically unless offline.
 
     Args:
         source: the registry entry (tests pass their own, e.g. with ``file://`` URLs).
         task: the task's name in the config (named in error messages: ``task.<task>.data_dir``).
         data_dir: directory holding the files; default :func:`default_data_dir` of the source.
         offline: never download; ``None`` reads ``LINEAGE_OFFLINE``.
+        settings: how errors name the settings that fix them; default the task's keys.
 
     Raises:
         DataError: a checksum mismatch, or a missing file that cannot be downloaded; the message
             names the file, the expected sha256, the URL and the setting to fix.
     """
-    root = Path(data_dir).expanduser() if data_dir is not None else default_data_dir(source.name)
-    if offline is None:
-        offline = offline_from_env()
-    setting = f"task.{task}.data_dir"
-    paths: dict[str, Path] = {}
-    for role, rf in source.files.items():
-        path = root / rf.filename
-        if path.is_file():
-            actual = sha256_file(path)
-            if actual != rf.sha256:
-                raise DataError(
-                    f"task {task!r} (source {source.name!r}): checksum mismatch for {path}\n"
-                    f"  expected sha256: {rf.sha256}\n"
-                    f"  actual sha256:   {actual}\n"
-                    f"  source URL:      {rf.url}\n"
-                    f"The file is corrupted, truncated or a different version. Fix: set "
-                    f"{setting}=<dir with the original files>, or delete {path} so that it is "
-                    f"downloaded again."
-                )
-        elif offline:
-            raise DataError(
-                f"task {task!r} (source {source.name!r}): {rf.filename} is missing from {root} "
-                f"and downloads are disabled (offline)\n"
-                f"  expected file:   {path}\n"
-                f"  expected sha256: {rf.sha256}\n"
-                f"  source URL:      {rf.url}\n"
-                f"Fix: set {setting}=<dir holding {rf.filename}> to use a local copy, or allow "
-                f"downloads (task.{task}.offline=false, LINEAGE_OFFLINE unset)."
-            )
-        else:
-            try:
-                _download(source.name, rf, path, explicit=data_dir is not None)
-            except DataError as e:  # the corpus message names the corpus setting: name ours
-                raise DataError(str(e).replace("corpus.data_dir", setting)) from None
-        paths[role] = path
-    return paths
+    what = f"task {task!r} (source {source.name!r})"
+    settings = settings or SettingNames.under(f"task.{task}")
+    return fetch_files(what, source.name, source.files, data_dir, offline, settings)
 
 
 def _file_info(rf: RemoteFile, path: Path, selector: str = "") -> dict[str, str]:

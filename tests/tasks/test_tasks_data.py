@@ -168,6 +168,7 @@ def test_offline_without_the_file_names_url_and_setting(tmp_path):
     message = str(err.value)
     assert TASK_SOURCES["imdb"].files["archive"].url in message
     assert "task.imdb.data_dir" in message and "aclImdb_v1.tar.gz" in message
+    assert "task.imdb.offline=false" in message and "corpus." not in message
 
 
 def _imdb_archive(path: Path, reviews: dict[str, list[tuple[str, str]]]) -> Path:
