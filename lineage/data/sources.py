@@ -492,19 +492,24 @@ def split_lines(text: str) -> list[str]:
     return lines
 
 
-def _decode(data: bytes, where: str) -> str:
+def decode_text(
+    data: bytes,
+    where: str,
+    encoding: str = "utf-8",
+    fix: str = "convert the file, e.g. `iconv -f latin1 -t utf-8`, and point the corpus "
+    "setting at the converted file",
+) -> str:
+    """``data`` as text, without a byte-order mark; an undecodable byte or a NUL is a
+    :class:`DataError` naming ``where`` and its line, and saying ``fix``."""
     try:
-        text = data.decode("utf-8")
+        text = data.decode(encoding)
     except UnicodeDecodeError as e:
         line = data[: e.start].count(b"\n") + 1
-        raise DataError(
-            f"{where}:{line} is not valid UTF-8 ({e}); convert the file, e.g. "
-            f"`iconv -f latin1 -t utf-8`, and point the corpus setting at the converted file"
-        ) from e
+        raise DataError(f"{where}:{line} is not valid {encoding.upper()} ({e}); {fix}") from e
     if "\x00" in text:  # a binary file, and a NUL would not survive the cache's vocabulary
         line = text[: text.index("\x00")].count("\n") + 1
         raise DataError(f"{where}:{line} contains a NUL byte: not a text file")
-    return text.removeprefix("\ufeff")  # a byte-order mark (some editors write one) is not text
+    return text.removeprefix("\ufeff")  # a byte-order mark (editors, Excel) is not text
 
 
 def read_text_lines(path: str | os.PathLike) -> list[str]:
@@ -514,7 +519,7 @@ def read_text_lines(path: str | os.PathLike) -> list[str]:
         data = Path(path).read_bytes()
     except OSError as e:
         raise DataError(f"{path} cannot be read ({e.strerror or e})") from e
-    return split_lines(_decode(data, str(path)))
+    return split_lines(decode_text(data, str(path)))
 
 
 def read_split_lines(name: str, split: str, paths: dict[str, Path]) -> list[str]:
@@ -540,7 +545,7 @@ def read_split_lines(name: str, split: str, paths: dict[str, Path]) -> list[str]
                 f"source {name!r}: cannot read {members[split]} from {archive} ({e}); delete the "
                 f"archive so that it is downloaded again"
             ) from e
-        return split_lines(_decode(data, f"{archive}:{members[split]}"))
+        return split_lines(decode_text(data, f"{archive}:{members[split]}"))
     if split not in source.files:
         raise DataError(f"source {name!r} has no split {split!r}; splits: {sorted(source.files)}")
     return read_text_lines(paths[split])

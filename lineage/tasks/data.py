@@ -43,6 +43,7 @@ from lineage.data.sources import (
     DataError,
     RemoteFile,
     SettingNames,
+    decode_text,
     fetch_files,
     read_text_lines,
     sha256_file,
@@ -240,16 +241,6 @@ def _file_info(rf: RemoteFile, path: Path, selector: str = "") -> dict[str, str]
     return {"uri": rf.url, "path": str(path), "digest": rf.sha256, "selector": selector}
 
 
-def _decode(data: bytes, where: str, encoding: str = "utf-8") -> str:
-    try:
-        text = data.decode(encoding)
-    except UnicodeDecodeError as e:
-        raise DataError(
-            f"{where} is not valid {encoding} ({e}); convert it or set the task's encoding"
-        ) from e
-    return text.removeprefix("\ufeff")  # a byte-order mark (Excel's UTF-8 export) is not text
-
-
 # ---------------------------------------------------------------------------- parsers
 
 
@@ -350,7 +341,7 @@ def parse_imdb(archive: Path) -> dict[str, tuple[list[str], list[str]]]:
                     continue
                 handle = tf.extractfile(member)
                 assert handle is not None
-                text = _decode(handle.read(), f"{archive}:{member.name}")
+                text = decode_text(handle.read(), f"{archive}:{member.name}")
                 text = " ".join(text.replace("<br />", " ").split())
                 found[m.group(1)].append((member.name, text, m.group(2)))
     except (tarfile.TarError, OSError, EOFError) as e:
@@ -479,7 +470,7 @@ def load_polarity(name: str, path: str | None = None) -> TaskData:
     if not p.is_file():
         raise DataError(f"task {name!r}: the polarity file {p} does not exist")
     # The file is Windows-1252 (an em dash is 0x97), as gensim ships it.
-    lines = split_lines(_decode(p.read_bytes(), str(p), "cp1252"))
+    lines = split_lines(decode_text(p.read_bytes(), str(p), "cp1252"))
     texts, labels = parse_polarity(lines, str(p))
     info = {"uri": str(p), "path": str(p), "digest": sha256_file(p), "selector": ""}
     return TaskData(name, {"all": texts}, {"all": labels}, sorted(set(labels)), {"all": info})
@@ -537,7 +528,7 @@ def load_ag_news(
     data = TaskData(name, {}, {}, list(AG_NEWS_CLASSES))
     for split in ("train", "test"):
         path = paths[split]
-        text = _decode(path.read_bytes(), str(path))
+        text = decode_text(path.read_bytes(), str(path))
         data.texts[split], data.labels[split] = parse_ag_news(text, str(path))
         data.files[split] = _file_info(src.files[split], path)
     _dev_from_train(data, dev_fraction, seed)
@@ -609,7 +600,8 @@ def read_csv_split(path: Path, cfg: CsvConfig, name: str) -> tuple[list[str], li
     where = f"task {name!r}"
     if len(cfg.delimiter) != 1:
         raise DataError(f"{where}: delimiter must be one character, got {cfg.delimiter!r}")
-    data = _decode(path.read_bytes(), str(path), cfg.encoding)
+    fix = f"set task.{name}.csv.encoding to the file's encoding (latin-1, cp1252, ...)"
+    data = decode_text(path.read_bytes(), str(path), cfg.encoding, fix)
     quoting = csv.QUOTE_MINIMAL if cfg.quoting else csv.QUOTE_NONE
     # strict: a stray quote is an error, not a field that swallows the rows after it
     reader = csv.reader(

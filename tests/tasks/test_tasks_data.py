@@ -272,6 +272,18 @@ def test_csv_stray_quote_is_an_error_with_the_line_and_the_fix(tmp_path):
     assert labels == ["pos", "neg", "pos"]
 
 
+def test_csv_in_another_encoding_names_the_line_and_the_setting(tmp_path):
+    path = tmp_path / "latin.csv"
+    path.write_bytes("text,label\nfine,a\ncaf\u00e9 au lait,b\n".encode("latin-1"))
+    cfg = CsvConfig(files={"train": str(path), "test": str(path)})
+    with pytest.raises(DataError) as err:
+        read_csv_split(path, cfg, "mine")
+    message = str(err.value)
+    assert f"{path}:3 is not valid UTF-8" in message and "task.mine.csv.encoding" in message
+    cfg.encoding = "latin-1"
+    assert read_csv_split(path, cfg, "mine")[0] == ["fine", "caf\u00e9 au lait"]
+
+
 def test_csv_with_a_byte_order_mark_and_duplicates_in_the_pool(tmp_path):
     path = tmp_path / "excel.csv"
     rows = "".join(f"text {i},{'xy'[i % 2]}\n" for i in range(20))
