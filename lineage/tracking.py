@@ -446,9 +446,19 @@ def config_hashes(cfg: DictConfig) -> list[str]:
     return list(dict.fromkeys([config_hash(cfg), config_hash(cfg, hashed_as_default={})]))
 
 
-def find_finished(tracking: DictConfig, config_hash: str | Sequence[str]) -> dict | None:
+def find_finished(
+    tracking: DictConfig,
+    config_hash: str | Sequence[str],
+    same_tags: Mapping[str, str] | None = None,
+) -> dict | None:
     """The latest FINISHED run of the study with this config hash (or any of these hashes, in
-    the order given: :func:`config_hashes`): ``{run_id, metrics, config_hash}``."""
+    the order given: :func:`config_hashes`): ``{run_id, metrics, config_hash}``.
+
+    ``same_tags`` (e.g. model, corpus, seed): when no run carries the hash, the FINISHED job
+    runs with these tags are checked by the config in their ``results.json``, hashed as this
+    version of lineage hashes (the first of ``config_hash``): a run recorded under an earlier
+    hash definition that computed the same thing is found too.
+    """
     if not tracking.get("enabled", True):
         return None
     uri = str(tracking.uri)
@@ -459,18 +469,70 @@ def find_finished(tracking: DictConfig, config_hash: str | Sequence[str]) -> dic
     experiment = client.get_experiment_by_name(str(tracking.experiment))
     if experiment is None:
         return None
-    for wanted in [config_hash] if isinstance(config_hash, str) else config_hash:
+    wanted = [config_hash] if isinstance(config_hash, str) else list(config_hash)
+    for one in wanted:
         runs = client.search_runs(
             [experiment.experiment_id],
-            filter_string=f"attributes.status = 'FINISHED' and tags.config_hash = '{wanted}'",
+            filter_string=f"attributes.status = 'FINISHED' and tags.config_hash = '{one}'",
             order_by=["attributes.start_time DESC"],
             max_results=1,
         )
         if runs:
             found = runs[0]
             return {"run_id": found.info.run_id, "metrics": dict(found.data.metrics),
-                    "config_hash": wanted}  # fmt: skip
+                    "config_hash": one}  # fmt: skip
+    if same_tags:
+        return _finished_by_stored_config(client, experiment.experiment_id, wanted[0], same_tags)
     return None
+
+
+# How many earlier runs with the same model, corpus and seed are checked by their stored config.
+MAX_CONFIG_CHECKS = 20
+
+
+def _finished_by_stored_config(
+    client: Any, experiment_id: str, wanted: str, same_tags: Mapping[str, str]
+) -> dict | None:
+    from mlflow.exceptions import MlflowException
+
+    conditions = [f"tags.{k} = '{v}'" for k, v in same_tags.items()]
+    runs = client.search_runs(
+        [experiment_id],
+        filter_string=" and ".join(["attributes.status = 'FINISHED'", *conditions]),
+        order_by=["attributes.start_time DESC"],
+        max_results=MAX_CONFIG_CHECKS,
+    )
+    for found in runs:
+        if "mlflow.parentRunId" in found.data.tags:  # a task's fine-tuning row, not a job
+            continue
+        try:
+            stored = json.loads(_download_text(client, found.info.run_id, "results.json"))
+            recomputed = config_hash(OmegaConf.create(stored["config"]))
+        except (MlflowException, OSError, KeyError, ValueError, TypeError) as err:
+            log.debug("run %s: no stored config to compare (%s)", found.info.run_id, err)
+            continue
+        if recomputed == wanted:
+            return {"run_id": found.info.run_id, "metrics": dict(found.data.metrics),
+                    "config_hash": found.data.tags.get("config_hash", "")}  # fmt: skip
+    return None
+
+
+def _download_text(client: Any, run_id: str, artifact_path: str) -> str:
+    """A run's text artifact, without MLflow's download progress bar."""
+    import os
+    import tempfile
+
+    quiet = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
+    before = os.environ.get(quiet)
+    os.environ[quiet] = "false"
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            return Path(client.download_artifacts(run_id, artifact_path, tmp)).read_text()
+    finally:
+        if before is None:
+            os.environ.pop(quiet, None)
+        else:
+            os.environ[quiet] = before
 
 
 @contextmanager

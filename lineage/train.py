@@ -242,7 +242,8 @@ def run(cfg: DictConfig, callbacks: Sequence = ()) -> dict[str, float]:
                 list(planned),
             )
             return {}
-        done = find_finished(cfg.tracking, config_hashes(cfg))
+        same = {"model": model_name, "corpus": corpus_name, "seed": str(cfg.seed)}
+        done = find_finished(cfg.tracking, config_hashes(cfg), same)
         if done is not None:
             log.info(
                 "%s: skipped, run %s already FINISHED this config (force=true reruns)",

@@ -190,6 +190,20 @@ def test_a_finished_config_is_skipped_unless_forced(tiny_cfg):
     assert forced["test/ppl"] == pytest.approx(first["test/ppl"])
 
 
+def test_a_run_under_an_earlier_hash_definition_is_found_by_its_stored_config(tiny_cfg):
+    """A run whose config_hash tag an earlier lineage computed differently is still skipped
+    when the config in its results.json hashes, today, as the new run's config; a different
+    config with the same model and seed is not."""
+    cfg = tiny_cfg("model=ngram", "study=rehash", tracking="mlflow")
+    run(cfg)
+    client, experiment, runs = _runs(cfg)
+    client.set_tag(runs[0].info.run_id, "config_hash", "0123456789abcdef")  # an old definition
+    run(tiny_cfg("model=ngram", "study=rehash", tracking="mlflow"))
+    assert len(client.search_runs([experiment.experiment_id])) == 1  # found, skipped
+    run(tiny_cfg("model=ngram", "study=rehash", "model.lm.order=2", tracking="mlflow"))
+    assert len(client.search_runs([experiment.experiment_id])) == 2  # another config: ran
+
+
 def test_train_rate_counts_the_tokens_actually_trained(tiny_cfg):
     # 2 batches of 4 rows x 5 targets: a partial epoch must not count the whole split
     cfg = tiny_cfg(
