@@ -18,6 +18,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Sequence
+from contextlib import ExitStack
 from pathlib import Path
 
 import hydra
@@ -255,7 +256,7 @@ def run(cfg: DictConfig, callbacks: Sequence = ()) -> dict[str, float]:
 
     # Under DDP Lightning re-launches this job once per extra process: only rank 0 tracks.
     tracking = cfg.tracking if rank_zero_only.rank == 0 else {"enabled": False}
-    with mlflow_run(tracking, run_name, tags) as tracker:
+    with mlflow_run(tracking, run_name, tags) as tracker, ExitStack() as stack:
         if tracker is not None:
             tracker.log_params(flatten(resolved(cfg)))
             tracker.log_text(OmegaConf.to_yaml(resolved(cfg)), "config.yaml")
@@ -389,8 +390,9 @@ def run(cfg: DictConfig, callbacks: Sequence = ()) -> dict[str, float]:
 
         model_ckpt = None
         if cfg.tracking.get("enabled", True) and cfg.tracking.get("log_model", False):
-            # on every rank: under DDP, saving a checkpoint is a collective (a barrier)
-            model_ckpt = out_dir / "model.ckpt"
+            # on every rank: under DDP, saving a checkpoint is a collective (a barrier); in a
+            # temporary folder, as the output folder already keeps the fit's checkpoints
+            model_ckpt = Path(stack.enter_context(tempfile.TemporaryDirectory())) / "model.ckpt"
             trainer.save_checkpoint(model_ckpt)
         if tracker is not None:
             tracker.log_metrics(cost, step=trainer.global_step)
