@@ -391,7 +391,7 @@ def run(cfg: DictConfig, callbacks: Sequence = ()) -> dict[str, float]:
         model_ckpt = None
         if cfg.tracking.get("enabled", True) and cfg.tracking.get("log_model", False):
             # on every rank: under DDP, saving a checkpoint is a collective (a barrier); in a
-            # temporary folder, as the output folder already keeps the fit's checkpoints
+            # temporary folder: the artifact is the copy kept (neural fits also keep best/last)
             model_ckpt = Path(stack.enter_context(tempfile.TemporaryDirectory())) / "model.ckpt"
             trainer.save_checkpoint(model_ckpt)
         if tracker is not None:
