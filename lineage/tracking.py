@@ -391,8 +391,8 @@ class Run:
         self.client.log_text(self.run_id, text, name)
 
     def log_datasets(self, corpus: str, datasets: Mapping[str, Mapping[str, Any]]) -> None:
-        """Each split as an MLflow dataset input ``{corpus}-{split}``: source URI, sha256 digest
-        of the raw file, context = split."""
+        """Each split as an MLflow dataset input ``{corpus}-{split}``: source URI (``uri``, or
+        a corpus's ``source``), sha256 digest of the raw file, context = split."""
         from mlflow.data.meta_dataset import MetaDataset
         from mlflow.data.sources import LocalArtifactDatasetSource
         from mlflow.entities import DatasetInput, InputTag
@@ -400,7 +400,7 @@ class Run:
 
         inputs = []
         for split, info in datasets.items():
-            source = info.get("uri", "")
+            source = info.get("uri") or info.get("source") or ""
             if str(source).startswith(("http://", "https://")):
                 from mlflow.data.http_dataset_source import HTTPDatasetSource
 
@@ -484,6 +484,35 @@ def find_finished(
     if same_tags:
         return _finished_by_stored_config(client, experiment.experiment_id, wanted[0], same_tags)
     return None
+
+
+def changed_inputs(tracking: DictConfig, run_id: str) -> list[str]:
+    """The local files that run ``run_id`` read (its dataset inputs with a local source: a
+    text_files corpus, a csv task, gensim's Lee corpus) whose sha256 is no longer the digest it
+    logged, or that are gone. A config hash names file paths, not contents: a file edited in
+    place makes a finished config stale. Downloaded sources are verified by their registry."""
+    from lineage.data.sources import sha256_file
+
+    client = open_client(str(tracking.uri))
+    changed: list[str] = []
+    checked: set[str] = set()
+    for item in client.get_run(run_id).inputs.dataset_inputs:
+        dataset = item.dataset
+        if dataset.source_type != "local":
+            continue
+        try:
+            uri = str(json.loads(dataset.source).get("uri", ""))
+        except (ValueError, AttributeError):
+            continue
+        path = Path(uri.split("#", 1)[0])  # a zip member: path#member, the digest is the zip's
+        if not uri or str(path) in checked:
+            continue
+        checked.add(str(path))
+        if not path.is_file():
+            changed.append(f"{path} (gone)")
+        elif not sha256_file(path).startswith(dataset.digest):
+            changed.append(str(path))
+    return changed
 
 
 # How many earlier runs with the same model, corpus and seed are checked by their stored config.

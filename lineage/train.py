@@ -200,6 +200,7 @@ def run(cfg: DictConfig, callbacks: Sequence = ()) -> dict[str, float]:
     from lineage.interface import Capability, FitMode
     from lineage.modules.base import ResumeState
     from lineage.tracking import (
+        changed_inputs,
         config_hash,
         config_hashes,
         find_finished,
@@ -245,7 +246,15 @@ def run(cfg: DictConfig, callbacks: Sequence = ()) -> dict[str, float]:
             return {}
         same = {"model": model_name, "corpus": corpus_name, "seed": str(cfg.seed)}
         done = find_finished(cfg.tracking, config_hashes(cfg), same)
-        if done is not None:
+        changed = changed_inputs(cfg.tracking, done["run_id"]) if done is not None else []
+        if changed:
+            log.info(
+                "%s: run %s FINISHED this config, but %s changed since: running it again",
+                run_name,
+                done["run_id"],
+                ", ".join(changed),
+            )
+        elif done is not None:
             log.info(
                 "%s: skipped, run %s already FINISHED this config (force=true reruns)",
                 run_name,

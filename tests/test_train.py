@@ -3,15 +3,17 @@ directory, real Hydra composition and a real multirun."""
 
 from __future__ import annotations
 
+import json
 import math
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import lightning as L
 import pytest
-from conftest import ROOT, tiny_corpus_overrides
+from conftest import ROOT, TINY, compose_train, tiny_corpus_overrides
 from mlflow.tracking import MlflowClient
 
 from lineage.train import run, variant_overrides
@@ -202,6 +204,34 @@ def test_a_run_under_an_earlier_hash_definition_is_found_by_its_stored_config(ti
     assert len(client.search_runs([experiment.experiment_id])) == 1  # found, skipped
     run(tiny_cfg("model=ngram", "study=rehash", "model.lm.order=2", tracking="mlflow"))
     assert len(client.search_runs([experiment.experiment_id])) == 2  # another config: ran
+
+
+def test_a_corpus_file_edited_after_a_finished_run_makes_it_run_again(tmp_path):
+    """The config hash names a text_files corpus by its paths: the skip also checks that the
+    files still have the sha256 the finished run logged (with each split's path as the dataset
+    source)."""
+    corpus = tmp_path / "corpus"
+    shutil.copytree(TINY, corpus)
+    overrides = [
+        "corpus=text_files",
+        *(f"corpus.files.{s}={corpus / f'{s}.txt'}" for s in ("train", "valid", "test")),
+        "tracking=mlflow",
+        "model=ngram",
+        "study=edited",
+    ]
+    root = tmp_path / "root"
+    cfg = compose_train(overrides, root)
+    first = run(cfg)
+    client, experiment, runs = _runs(cfg)
+    sources = {json.loads(d.dataset.source)["uri"] for d in runs[0].inputs.dataset_inputs}
+    assert sources == {str(corpus / f"{s}.txt") for s in ("train", "valid", "test")}
+    run(compose_train(overrides, root))
+    assert len(client.search_runs([experiment.experiment_id])) == 1  # unchanged: skipped
+    with open(corpus / "test.txt", "a") as f:
+        f.write("the cat sat on the mat .\n")
+    again = run(compose_train(overrides, root))
+    assert len(client.search_runs([experiment.experiment_id])) == 2  # edited: ran again
+    assert again["test/tokens"] > first["test/tokens"]
 
 
 def test_train_rate_counts_the_tokens_actually_trained(tiny_cfg):
