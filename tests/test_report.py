@@ -24,7 +24,14 @@ from omegaconf import OmegaConf
 
 from lineage.report import collect
 from lineage.report.plots import FIGURES, curves
-from lineage.report.summary import dashboard_url, planned_runs, provenance, render_files, report
+from lineage.report.summary import (
+    dashboard_url,
+    missing_runs,
+    planned_runs,
+    provenance,
+    render_files,
+    report,
+)
 from lineage.report.table import (
     Column,
     build_table,
@@ -600,8 +607,31 @@ def test_merge_keeps_the_latest_run_per_config_hash():
 def test_planned_runs_follow_the_sweep_and_only_seeds():
     params = {"model": "a,b,c", "seed": "0,1,2", "corpus": "ptb"}
     plan = planned_runs(params, {"c": [0]})
-    assert plan == [(m, s) for m in "ab" for s in "012"] + [("c", "0")]
-    assert planned_runs({"model": "a", "seed": "range(0,2)"}, None) == [("a", "0"), ("a", "1")]
+    assert plan == [(m, s, ()) for m in "ab" for s in "012"] + [("c", "0", ())]
+    assert planned_runs({"model": "a", "seed": "range(0,2)"}, None) == [
+        ("a", "0", ()),
+        ("a", "1", ()),
+    ]
+
+
+def test_a_swept_setting_is_part_of_each_planned_run():
+    params = {"model": "ngram", "model.lm.order": "2,5", "paths.root_dir": "/x"}
+    plan = planned_runs(params, None)
+    assert [str(p) for p in plan] == ["ngram s0 [model.lm.order=2]", "ngram s0 [model.lm.order=5]"]
+    rows = [  # order 5 is the default: its run has no overrides tag, its params say 5
+        {"run_id": "a", "tags.model": "ngram", "tags.seed": "0", "params.model.lm.order": "5"},
+        {"run_id": "b", "tags.model": "ngram", "tags.seed": "1", "params.model.lm.order": "2"},
+    ]
+    assert missing_runs(plan, rows) == [plan[0]]  # order 2 ran with another seed only
+    rows.append(  # a key the params leave out: read from the overrides tag
+        {
+            "run_id": "c",
+            "tags.model": "ngram",
+            "tags.seed": "0",
+            "tags.overrides": "model.lm.order=2",
+        }
+    )
+    assert missing_runs(plan, rows) == []
 
 
 # ----- the command line ---------------------------------------------------------------------

@@ -29,7 +29,7 @@ from collections import Counter
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
@@ -79,39 +79,93 @@ def study_file_name(study: str, experiment_choice: str | None, conf_dir: Path) -
     return study
 
 
-def planned_runs(sweep_params: Mapping[str, str] | None, only_seeds: Mapping | None) -> list:
-    """``(model, seed)`` pairs the study's sweep asks for, minus ``tracking.only_seeds`` cuts."""
+class PlannedRun(NamedTuple):
+    """One job of a study's sweep: its model, seed and the other swept settings, each as
+    ``(key, value as the run's params record it)``."""
+
+    model: str
+    seed: str
+    settings: tuple[tuple[str, str], ...] = ()
+
+    def __str__(self) -> str:
+        extra = " ".join(f"{k}={v}" for k, v in self.settings)
+        return f"{self.model} s{self.seed}" + (f" [{extra}]" if extra else "")
+
+
+def _param_text(value: Any) -> str:
+    """A value as :func:`lineage.tracking.flatten` records it in a run's params."""
+    return json.dumps(value) if isinstance(value, list | tuple) else str(value)
+
+
+def planned_runs(
+    sweep_params: Mapping[str, str] | None, only_seeds: Mapping | None
+) -> list[PlannedRun]:
+    """The jobs the study's sweep asks for, minus ``tracking.only_seeds`` cuts: every model ×
+    seed × value of each other swept setting that changes what a run computes
+    (:func:`lineage.train.variant_overrides`; the corpus, tasks and locations are not points)."""
     if not sweep_params or "model" not in sweep_params:
         return []
+    from itertools import product
+
     from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    from lineage.train import variant_overrides
 
     parser = OverridesParser.create()
 
-    def values(key: str, default: Sequence[str]) -> list[str]:
-        if key not in sweep_params:
-            return list(default)
-        override = parser.parse_override(f"{key}={sweep_params[key]}")
+    def values(key: str, text: str) -> list[Any]:
+        override = parser.parse_override(f"{key}={text}")
         if override.is_sweep_override():
-            return [str(v) for v in override.sweep_string_iterator()]
-        return [str(override.value())]
+            return list(override.sweep_iterator())
+        return [override.value()]
 
+    models = [str(m) for m in values("model", sweep_params["model"])]
+    seeds = [str(s) for s in values("seed", sweep_params.get("seed", "0"))]
+    others = sorted(
+        k for k in sweep_params if k not in ("model", "seed") and variant_overrides([f"{k}=0"])
+    )
+    points = list(
+        product(*[[(k, _param_text(v)) for v in values(k, sweep_params[k])] for k in others])
+    )
     only = {str(k): [str(s) for s in v] for k, v in (only_seeds or {}).items()}
     return [
-        (model, seed)
-        for model in values("model", [])
-        for seed in values("seed", ["0"])
+        PlannedRun(model, seed, tuple(point))
+        for model in models
+        for seed in seeds
+        for point in points
         if model not in only or seed in only[model]
     ]
 
 
-def missing_runs(planned: Sequence[tuple[str, str]], rows: Sequence[Mapping[str, str]]) -> list:
-    """The planned ``(model, seed)`` pairs with no finished job run in ``rows``."""
-    done = {
-        (r.get("tags.model", ""), str(r.get("tags.seed", "")))
-        for r in rows
-        if not r.get("parent_run_id")
-    }
-    return [p for p in planned if p not in done]
+def missing_runs(planned: Sequence[PlannedRun], rows: Sequence[Mapping[str, str]]) -> list:
+    """The planned jobs with no finished job run in ``rows``: same model and seed, and each
+    swept setting as the run's params record it (or, for a key the params leave out, as its
+    ``overrides`` tag has it)."""
+    jobs = [r for r in rows if not r.get("parent_run_id")]
+
+    def done(plan: PlannedRun) -> bool:
+        return any(
+            r.get("tags.model", "") == plan.model
+            and str(r.get("tags.seed", "")) == plan.seed
+            and all(_recorded(r, k) == v for k, v in plan.settings)
+            for r in jobs
+        )
+
+    return [p for p in planned if not done(p)]
+
+
+def _recorded(row: Mapping[str, str], key: str) -> str | None:
+    """The value a run had for ``key``: its param, else its overrides tag's entry."""
+    if row.get(f"params.{key}") not in (None, ""):
+        return str(row[f"params.{key}"])
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    overrides = str(row.get("tags.overrides", "") or "").split()
+    try:
+        parsed = OverridesParser.create().parse_overrides(overrides)
+    except Exception:
+        return None
+    return next((_param_text(o.value()) for o in parsed if o.key_or_group == key), None)
 
 
 # ----- provenance ---------------------------------------------------------------------------
@@ -136,8 +190,8 @@ def provenance(
     *,
     study: str,
     name: str,
-    planned: Sequence[tuple[str, str]],
-    missing: Sequence[tuple[str, str]],
+    planned: Sequence[PlannedRun],
+    missing: Sequence[PlannedRun],
 ) -> dict[str, Any]:
     """What the table was made from: code, configs, data, runs, date (all from ``runs.csv``)."""
     runs = table.runs
@@ -174,7 +228,7 @@ def provenance(
         "runs_in_csv": len(rows),
         "superseded": int(table.superseded),
         "planned_runs": len(planned),
-        "missing_runs": [f"{m} seed {s}" for m, s in missing],
+        "missing_runs": [str(p) for p in missing],
         "git_shas": dict(sorted(shas.items())),
         "git_dirty_runs": dirty,
         "lineage_versions": versions,
@@ -616,7 +670,7 @@ def _hydra_main(cfg: DictConfig) -> None:
     prov = result["provenance"]
     print(result["text"])
     if result["missing"]:
-        shown = ", ".join(f"{m} s{s}" for m, s in result["missing"][:12])
+        shown = ", ".join(str(p) for p in result["missing"][:12])
         more = len(result["missing"]) - 12
         print(
             f"Not finished yet: {len(result['missing'])} of {prov['planned_runs']} planned runs "
