@@ -49,6 +49,11 @@ HASHED_AS_DEFAULT: dict[tuple[str, ...], Any] = {
     ("trainer", "enable_progress_bar"): True,
     ("trainer", "enable_model_summary"): False,
 }
+# Defaults changed after studies had run, hashed as their earlier value in both forms of the
+# hash (config_hashes): trainer.max_epochs was 1 and never used (every family sets its own;
+# since it is null, a differing value is an error).
+CHANGED_DEFAULTS: dict[tuple[str, ...], Any] = {("trainer", "max_epochs"): 1}
+HASHED_AS_DEFAULT.update(CHANGED_DEFAULTS)
 # Options added after studies had run, left out of the hash while at their default ("*": any
 # key): a config that sets them to the default computes what the runs that never knew them did,
 # so those runs keep their hash and a rerun of the study still skips them. An option added to
@@ -78,8 +83,8 @@ def config_hash(
 ) -> str:
     """sha256 (16 hex digits) of what a run computes: the resolved config minus locations.
 
-    ``hashed_as_default={}`` gives the hash of lineage before ``HASHED_AS_DEFAULT`` existed
-    (:func:`config_hashes`).
+    ``hashed_as_default=CHANGED_DEFAULTS`` gives the hash of lineage before
+    ``HASHED_AS_DEFAULT`` existed (:func:`config_hashes`).
     """
     data = resolved(cfg)
     for key in UNHASHED_KEYS:
@@ -443,7 +448,8 @@ def log_inputs(client, uri: str, run_id: str, inputs: list, attempts: int = 3) -
 def config_hashes(cfg: DictConfig) -> list[str]:
     """The config's hash, then the hash the same config had in earlier versions of lineage
     (before ``HASHED_AS_DEFAULT``): a run recorded under either computed the same thing."""
-    return list(dict.fromkeys([config_hash(cfg), config_hash(cfg, hashed_as_default={})]))
+    earlier = config_hash(cfg, hashed_as_default=CHANGED_DEFAULTS)
+    return list(dict.fromkeys([config_hash(cfg), earlier]))
 
 
 def find_finished(

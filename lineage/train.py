@@ -156,6 +156,32 @@ def _validate_stages(stages: Sequence[str]) -> list[str]:
     return list(stages)
 
 
+# Trainer settings a family decides (trainer_overrides), which a user's trainer.<key> would
+# otherwise lose without a word; a gradient family reads them from its model config.
+FAMILY_TRAINER_KEYS = ("max_epochs", "max_time", "gradient_clip_val")
+
+
+def _check_trainer_settings(trainer_cfg: DictConfig, model_cfg: DictConfig, model) -> None:
+    """A ``trainer.<key>`` the family sets to another value is an error naming the key to use
+    (``model.max_epochs``), not a setting silently replaced."""
+    from lineage.data.sources import DataError
+
+    family = model.trainer_overrides()
+    for key in FAMILY_TRAINER_KEYS:
+        given = trainer_cfg.get(key)
+        if given is None or key not in family or given == family[key]:
+            continue
+        if key in model_cfg:
+            raise DataError(
+                f"trainer.{key}={given}: the {model.family} family takes {key} from "
+                f"model.{key} ({family[key]} now); set model.{key}={given} instead"
+            )
+        raise DataError(
+            f"trainer.{key}={given}: the {model.family} family sets {key}={family[key]} "
+            f"itself; leave trainer.{key} unset"
+        )
+
+
 def _check_ckpt_path(ckpt_path: str) -> None:
     if ckpt_path in ("last", "best", "hpc", "registry"):  # Lightning finds these itself
         return
@@ -277,6 +303,7 @@ def run(cfg: DictConfig, callbacks: Sequence = ()) -> dict[str, float]:
         datamodule.prepare_data()
         datamodule.setup()
         model = instantiate(cfg.model, vocab=datamodule.vocab.itos)
+        _check_trainer_settings(cfg.trainer, cfg.model, model)
         datamodule.set_batching(model.batching())
         task_data = None
         if cfg.get("task"):  # a bad task setting or file fails here, not after the fit

@@ -59,6 +59,20 @@ def test_unknown_top_level_key_is_refused(tmp_path):
     assert "sed" in str(err.value) + str(err.value.__cause__)
 
 
+def test_a_trainer_setting_the_family_decides_names_the_key_to_use(tiny_cfg):
+    # Lightning users reach for trainer.max_epochs; the family would replace it without a word.
+    with pytest.raises(DataError) as err:
+        run(tiny_cfg("model=lstm_tiny", "trainer.max_epochs=3"))
+    message = str(err.value)
+    assert "trainer.max_epochs=3" in message and "set model.max_epochs=3 instead" in message
+    with pytest.raises(DataError, match=r"sets max_epochs=1 itself; leave trainer.max_epochs"):
+        run(tiny_cfg("model=ngram", "trainer.max_epochs=3"))
+    with pytest.raises(DataError, match=r"set model.gradient_clip_val=1 instead"):
+        run(tiny_cfg("model=lstm_tiny", "+trainer.gradient_clip_val=1"))
+    # the family's own value is no conflict
+    assert run(tiny_cfg("model=ngram", "trainer.max_epochs=1"))["test/ppl"] > 1
+
+
 def test_bad_ngram_order_names_the_value(tiny_cfg):
     cfg = tiny_cfg("model=ngram", "model.lm.order=9")
     with pytest.raises(Exception) as err:
