@@ -466,7 +466,14 @@ def _hydra_main(cfg: DictConfig) -> float | None:
 
 def user_error(err: BaseException) -> str | None:
     """The message of a user's mistake in ``err`` or what caused it (Hydra's instantiate wraps
-    what a constructor raised), or None for a bug, whose traceback is kept."""
+    what a constructor raised), or None for a bug, whose traceback is kept.
+
+    A ``ValueError`` that a config's constructor raised is a setting it refuses (its message
+    names the key); ``HYDRA_FULL_ERROR=1`` keeps its traceback instead.
+    """
+    import os
+
+    from hydra.errors import InstantiationException
     from omegaconf.errors import MissingMandatoryValue
 
     from lineage.data.sources import DataError
@@ -475,6 +482,11 @@ def user_error(err: BaseException) -> str | None:
     while cause is not None:
         if isinstance(cause, DataError):
             return str(cause)
+        refused = isinstance(cause, InstantiationException) and isinstance(
+            cause.__cause__, ValueError
+        )
+        if refused and os.environ.get("HYDRA_FULL_ERROR") != "1":
+            return str(cause.__cause__)
         if isinstance(cause, MissingMandatoryValue):  # a ??? the command line did not fill
             key = getattr(cause, "full_key", None) or "a mandatory setting"
             return f"{key} has no value; set it on the command line ({key}=...)"

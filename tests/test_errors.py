@@ -5,7 +5,7 @@ from __future__ import annotations
 import shutil
 
 import pytest
-from conftest import CONF, compose_train
+from conftest import CONF, compose_train, tiny_corpus_overrides
 from hydra.errors import ConfigCompositionException, MissingConfigException
 from hydra.utils import instantiate
 
@@ -71,6 +71,28 @@ def test_a_trainer_setting_the_family_decides_names_the_key_to_use(tiny_cfg):
         run(tiny_cfg("model=lstm_tiny", "+trainer.gradient_clip_val=1"))
     # the family's own value is no conflict
     assert run(tiny_cfg("model=ngram", "trainer.max_epochs=1"))["test/ppl"] > 1
+
+
+@pytest.mark.parametrize(
+    "overrides,message",
+    [
+        (["model=lstm_tiny", "model.net.hidden_size=-5"], "model.net.hidden_size must be >= 1"),
+        (["model=transformer_tiny", "model.net.n_heads=3"], "multiple of model.net.n_heads=3"),
+    ],
+)
+def test_a_setting_a_constructor_refuses_is_one_line(
+    overrides, message, tmp_path, monkeypatch, capsys
+):
+    from lineage import train
+
+    argv = ["lineage-train", *overrides, "tracking=none", f"paths.root_dir={tmp_path}"]
+    monkeypatch.setattr("sys.argv", [*argv, *tiny_corpus_overrides()])
+    monkeypatch.delenv("HYDRA_FULL_ERROR", raising=False)
+    with pytest.raises(SystemExit) as exit_:
+        train.main()
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("lineage-train: ") and message in err[-1]
 
 
 def test_bad_ngram_order_names_the_value(tiny_cfg):

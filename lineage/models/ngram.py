@@ -88,11 +88,11 @@ class NgramLM:
         self, vocab: Vocabulary, order: int = 5, smoothing: str = "kneser_ney", k: float = 1.0
     ):
         if not isinstance(order, int | np.integer) or not 1 <= order <= MAX_ORDER:
-            raise ValueError(f"order must be an integer in 1..{MAX_ORDER}, got {order!r}")
+            raise ValueError(f"model.lm.order must be an integer in 1..{MAX_ORDER}, got {order!r}")
         if smoothing not in SMOOTHINGS:
-            raise ValueError(f"smoothing must be one of {SMOOTHINGS}, got {smoothing!r}")
+            raise ValueError(f"model.lm.smoothing must be one of {SMOOTHINGS}, got {smoothing!r}")
         if smoothing == "add_k" and not (isinstance(k, int | float) and k > 0):
-            raise ValueError(f"add_k smoothing needs k > 0, got k={k!r}")
+            raise ValueError(f"add_k smoothing needs model.lm.k > 0, got {k!r}")
         self.vocab = vocab
         self.V = len(vocab)
         self.order = int(order)

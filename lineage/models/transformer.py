@@ -56,7 +56,9 @@ class CausalSelfAttention(nn.Module):
     def __init__(self, d_model: int, n_heads: int, dropout: float):
         super().__init__()
         if d_model % n_heads:
-            raise ValueError(f"d_model {d_model} is not a multiple of n_heads {n_heads}")
+            raise ValueError(
+                f"model.net.d_model={d_model} is not a multiple of model.net.n_heads={n_heads}"
+            )
         self.n_heads = n_heads
         self.qkv = nn.Linear(d_model, 3 * d_model)
         self.proj = nn.Linear(d_model, d_model)
@@ -141,7 +143,9 @@ class TransformerLM(nn.Module):
     ):
         super().__init__()
         if positions not in ("learned", "sinusoidal"):
-            raise ValueError(f"positions must be 'learned' or 'sinusoidal', got {positions!r}")
+            raise ValueError(
+                f"model.net.positions must be 'learned' or 'sinusoidal', got {positions!r}"
+            )
         self.max_len = max_len
         self.d_model = d_model
         self.n_layers = n_layers
