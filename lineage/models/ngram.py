@@ -92,7 +92,7 @@ class NgramLM:
         if smoothing not in SMOOTHINGS:
             raise ValueError(f"model.lm.smoothing must be one of {SMOOTHINGS}, got {smoothing!r}")
         if smoothing == "add_k" and not (isinstance(k, int | float) and k > 0):
-            raise ValueError(f"add_k smoothing needs model.lm.k > 0, got {k!r}")
+            raise ValueError(f"add_k smoothing needs model.lm.k > 0, got k={k!r}")
         self.vocab = vocab
         self.V = len(vocab)
         self.order = int(order)
