@@ -607,7 +607,8 @@ def test_merge_keeps_the_latest_run_per_config_hash():
 def test_planned_runs_follow_the_sweep_and_only_seeds():
     params = {"model": "a,b,c", "seed": "0,1,2", "corpus": "ptb"}
     plan = planned_runs(params, {"c": [0]})
-    assert plan == [(m, s, ()) for m in "ab" for s in "012"] + [("c", "0", ())]
+    on_ptb = (("corpus", "ptb"),)
+    assert plan == [(m, s, on_ptb) for m in "ab" for s in "012"] + [("c", "0", on_ptb)]
     assert planned_runs({"model": "a", "seed": "range(0,2)"}, None) == [
         ("a", "0", ()),
         ("a", "1", ()),
@@ -632,6 +633,10 @@ def test_a_swept_setting_is_part_of_each_planned_run():
         }
     )
     assert missing_runs(plan, rows) == []
+    plan = planned_runs({"model": "ngram", "corpus": "lee,ptb"}, None)
+    assert [str(p) for p in plan] == ["ngram s0 [corpus=lee]", "ngram s0 [corpus=ptb]"]
+    rows = [{"run_id": "d", "tags.model": "ngram", "tags.seed": "0", "tags.corpus": "ptb"}]
+    assert missing_runs(plan, rows) == [plan[0]]
 
 
 # ----- the command line ---------------------------------------------------------------------

@@ -101,8 +101,8 @@ def planned_runs(
     sweep_params: Mapping[str, str] | None, only_seeds: Mapping | None
 ) -> list[PlannedRun]:
     """The jobs the study's sweep asks for, minus ``tracking.only_seeds`` cuts: every model ×
-    seed × value of each other swept setting that changes what a run computes
-    (:func:`lineage.train.variant_overrides`; the corpus, tasks and locations are not points)."""
+    seed × corpus × value of each other swept setting that changes what a run computes
+    (:func:`lineage.train.variant_overrides`; tasks and locations are not points)."""
     if not sweep_params or "model" not in sweep_params:
         return []
     from itertools import product
@@ -122,7 +122,9 @@ def planned_runs(
     models = [str(m) for m in values("model", sweep_params["model"])]
     seeds = [str(s) for s in values("seed", sweep_params.get("seed", "0"))]
     others = sorted(
-        k for k in sweep_params if k not in ("model", "seed") and variant_overrides([f"{k}=0"])
+        k
+        for k in sweep_params
+        if k == "corpus" or (k not in ("model", "seed") and variant_overrides([f"{k}=0"]))
     )
     points = list(
         product(*[[(k, _param_text(v)) for v in values(k, sweep_params[k])] for k in others])
@@ -155,7 +157,10 @@ def missing_runs(planned: Sequence[PlannedRun], rows: Sequence[Mapping[str, str]
 
 
 def _recorded(row: Mapping[str, str], key: str) -> str | None:
-    """The value a run had for ``key``: its param, else its overrides tag's entry."""
+    """The value a run had for ``key``: its corpus tag for ``corpus`` (a registered corpus is
+    named as its config), else its param, else its overrides tag's entry."""
+    if key == "corpus":
+        return row.get("tags.corpus")
     if row.get(f"params.{key}") not in (None, ""):
         return str(row[f"params.{key}"])
     from hydra.core.override_parser.overrides_parser import OverridesParser
