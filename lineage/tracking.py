@@ -130,6 +130,11 @@ def _drop_default(data: Any, path: tuple[str, ...], default: Any) -> None:
             del mapping[key]
 
 
+def param_text(value: Any) -> str:
+    """A config value as a run's params record it (lists as JSON)."""
+    return json.dumps(value) if isinstance(value, list | tuple) else str(value)
+
+
 def flatten(data: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
     """Nested config -> ``{"model.lm.order": "5", ...}`` with values cut to MLflow's limits."""
     flat: dict[str, str] = {}
@@ -138,7 +143,7 @@ def flatten(data: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
         if isinstance(value, Mapping):
             flat.update(flatten(value, f"{name}."))
         else:
-            text = json.dumps(value) if isinstance(value, list | tuple) else str(value)
+            text = param_text(value)
             flat[name] = (
                 text if len(text) <= MAX_PARAM_LENGTH else text[: MAX_PARAM_LENGTH - 1] + "…"
             )

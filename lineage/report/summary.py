@@ -70,13 +70,7 @@ def study_file_name(study: str, experiment_choice: str | None, conf_dir: Path) -
     """
     if experiment_choice:
         return experiment_choice
-    for path in sorted((conf_dir / "experiment").glob("*.yaml")):
-        try:
-            if str(OmegaConf.load(path).get("study", "")) == study:
-                return path.stem
-        except Exception:  # a study file that does not parse alone names nothing here
-            continue
-    return study
+    return next((stem for stem, name in study_files(conf_dir) if name == study), study)
 
 
 class PlannedRun(NamedTuple):
@@ -92,11 +86,6 @@ class PlannedRun(NamedTuple):
         return f"{self.model} s{self.seed}" + (f" [{extra}]" if extra else "")
 
 
-def _param_text(value: Any) -> str:
-    """A value as :func:`lineage.tracking.flatten` records it in a run's params."""
-    return json.dumps(value) if isinstance(value, list | tuple) else str(value)
-
-
 def planned_runs(
     sweep_params: Mapping[str, str] | None, only_seeds: Mapping | None
 ) -> list[PlannedRun]:
@@ -109,6 +98,7 @@ def planned_runs(
 
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
+    from lineage.tracking import param_text
     from lineage.train import variant_overrides
 
     parser = OverridesParser.create()
@@ -127,7 +117,7 @@ def planned_runs(
         if k == "corpus" or (k not in ("model", "seed") and variant_overrides([f"{k}=0"]))
     )
     points = list(
-        product(*[[(k, _param_text(v)) for v in values(k, sweep_params[k])] for k in others])
+        product(*[[(k, param_text(v)) for v in values(k, sweep_params[k])] for k in others])
     )
     only = {str(k): [str(s) for s in v] for k, v in (only_seeds or {}).items()}
     return [
@@ -165,12 +155,14 @@ def _recorded(row: Mapping[str, str], key: str) -> str | None:
         return str(row[f"params.{key}"])
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
+    from lineage.tracking import param_text
+
     overrides = str(row.get("tags.overrides", "") or "").split()
     try:
         parsed = OverridesParser.create().parse_overrides(overrides)
     except Exception:
         return None
-    return next((_param_text(o.value()) for o in parsed if o.key_or_group == key), None)
+    return next((param_text(o.value()) for o in parsed if o.key_or_group == key), None)
 
 
 # ----- provenance ---------------------------------------------------------------------------
