@@ -35,6 +35,15 @@ def shared_data() -> Path:
     return path
 
 
+def free_port() -> int:
+    """A local port nothing listens on (now)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 def tiny_corpus_overrides() -> list[str]:
     return [
         "corpus=text_files",

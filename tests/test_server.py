@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -15,7 +14,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from conftest import CONF
+from conftest import CONF, free_port
 from mlflow.tracking import MlflowClient
 
 from lineage.report.summary import report
@@ -23,12 +22,6 @@ from lineage.tracking import EXPERIMENT_KIND_TAG
 from lineage.train import run
 
 START_TIMEOUT_S = 180  # ~10 s on an idle 2-core machine; much longer when other jobs share it
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _healthy(url: str) -> bool:
@@ -44,7 +37,7 @@ def mlflow_server(tmp_path):
     """``mlflow server --workers 1`` in its own process group; yields (url, process)."""
     root = tmp_path / "server"
     root.mkdir()
-    port = _free_port()
+    port = free_port()
     log = (root / "server.log").open("w")
     process = subprocess.Popen(
         [
@@ -140,7 +133,7 @@ def test_an_unreachable_server_is_one_clear_error(tiny_cfg, tmp_path):
 
     from lineage.data.sources import DataError
 
-    port = _free_port()  # nothing listens there
+    port = free_port()  # nothing listens there
     cfg = tiny_cfg("model=rule", f"tracking.uri=http://127.0.0.1:{port}", tracking="server")
     start = time.perf_counter()
     with pytest.raises(DataError) as err:

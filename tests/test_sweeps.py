@@ -13,7 +13,7 @@ from pathlib import Path
 
 import lightning as L
 import pytest
-from conftest import CONF, ROOT, compose_train, tiny_corpus_overrides
+from conftest import CONF, ROOT, compose_train, free_port, tiny_corpus_overrides
 from mlflow.tracking import MlflowClient
 
 import lineage.config
@@ -332,12 +332,7 @@ def test_prepare_store_creates_the_store_and_the_tagged_experiment(tmp_path):
 
 
 def test_a_sweep_to_an_unreachable_server_stops_before_any_job(tmp_path, capsys):
-    import socket
-
-    with socket.socket() as s:  # a port nothing listens on
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    uri = f"http://127.0.0.1:{port}"
+    uri = f"http://127.0.0.1:{free_port()}"  # nothing listens there
     cfg = compose_train(
         [*tiny_corpus_overrides(), "tracking=server", f"tracking.uri={uri}"], tmp_path
     )
