@@ -392,7 +392,9 @@ def run(cfg: DictConfig, callbacks: Sequence = ()) -> dict[str, float]:
             from lineage.tasks import evaluate_tasks
 
             results.update(
-                evaluate_tasks(cfg.task, model, datamodule, tracker, out_dir, cfg.seed, task_data)
+                evaluate_tasks(
+                    cfg.task, model, datamodule, tracker, out_dir, cfg.seed, task_data, cfg.trainer
+                )
             )
 
         cost = {f"cost/{k}": v for k, v in model.cost().items()}

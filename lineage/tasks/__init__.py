@@ -245,6 +245,7 @@ def evaluate_tasks(
     out_dir,
     seed: int,
     loaded: Mapping[str, TaskData] | None = None,
+    trainer_cfg: Mapping[str, Any] | None = None,
 ) -> dict[str, float]:
     """Answer every task of ``task_cfg`` with ``model``; log to ``tracker`` (may be None).
 
@@ -257,6 +258,8 @@ def evaluate_tasks(
         seed: the run's seed: the probe's and the classifiers' initialisation and data order
             (the task's splits have their own fixed seeds in the task config).
         loaded: tasks already loaded by :func:`check_task_settings` (the others are loaded).
+        trainer_cfg: the run's ``trainer`` config; fine-tuning shares its accelerator, precision
+            and determinism (``lineage.tasks.finetune.RUN_TRAINER_KEYS``).
 
     Returns:
         Every downstream metric, named as design.md §4 says.
@@ -307,9 +310,10 @@ def evaluate_tasks(
                 m[f"{name}/test/mcc"],
             )
         if cfg.finetune.enabled:
-            from lineage.tasks.finetune import finetune_task
+            from lineage.tasks.finetune import finetune_task, run_trainer_settings
 
-            finetune_task(name, cfg, data, model, encoder, tracker, out_dir, seed)  # child runs
+            settings = run_trainer_settings(trainer_cfg)
+            finetune_task(name, cfg, data, model, encoder, tracker, out_dir, seed, settings)
     if adaptations:
         tags["adaptation"] = ",".join(sorted(adaptations))
     if tracker is not None:

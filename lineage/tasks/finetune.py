@@ -45,7 +45,7 @@ from __future__ import annotations
 import copy
 import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -392,9 +392,29 @@ def _stream_loader(
     return _batches(windows, cfg, pad_id, shuffle, seed)
 
 
-def _trainer(cfg: FinetuneConfig, root: Path, logger, callbacks, max_epochs: int, **kwargs):
+# The run's trainer settings that its task training shares (``trainer.<key>``): where and at
+# which precision it computes. One device: a task's data is small, and under DDP every rank
+# would otherwise start its own process group inside the run's.
+RUN_TRAINER_KEYS = ("accelerator", "precision", "deterministic")
+
+
+def run_trainer_settings(trainer_cfg: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The ``RUN_TRAINER_KEYS`` that the run's ``trainer`` config sets (not null)."""
+    trainer_cfg = trainer_cfg or {}
+    return {k: trainer_cfg[k] for k in RUN_TRAINER_KEYS if trainer_cfg.get(k) is not None}
+
+
+def _trainer(
+    cfg: FinetuneConfig,
+    root: Path,
+    logger,
+    callbacks,
+    max_epochs: int,
+    run_settings: Mapping[str, Any],
+    **kwargs,
+):
     return L.Trainer(
-        accelerator="cpu",
+        **{"accelerator": "cpu", **run_settings},
         devices=1,
         max_epochs=max_epochs,
         logger=logger if logger is not None else False,
@@ -419,6 +439,7 @@ def adapt_lm(
     pad_id: int,
     seed: int,
     logger=None,
+    run_settings: Mapping[str, Any] | None = None,
 ) -> dict[str, float]:
     """Train ``body`` (in place) as an LM on the train texts of ``view`` for up to
     ``cfg.lm_epochs`` epochs and keep its weights of the epoch with the lowest dev perplexity.
@@ -433,7 +454,7 @@ def adapt_lm(
         dirpath=str(root), monitor="lm/val_loss", mode="min", save_top_k=1, filename="best-lm"
     )
     stop = EarlyStopping("lm/val_loss", mode="min", patience=cfg.patience)
-    trainer = _trainer(cfg, root, logger, [checkpoint, stop], cfg.lm_epochs)
+    trainer = _trainer(cfg, root, logger, [checkpoint, stop], cfg.lm_epochs, run_settings or {})
     loaders = [
         _stream_loader(view[split][0], cfg, pad_id, shuffle=split == "train", seed=seed)
         for split in ("train", "val")
@@ -458,6 +479,7 @@ def train_classifier(
     logger=None,
     new_words: Sequence[str] = (),
     vectors=None,
+    run_settings: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Train one classifier (``finetune`` or ``scratch``) and score it once on test.
 
@@ -474,6 +496,8 @@ def train_classifier(
             from ``len(vocab)`` on in ``view``, in this order).
         vectors: word-vector families: the ``KeyedVectors`` that ``finetune`` starts from
             (None: the family's own).
+        run_settings: the run's trainer settings it shares (:func:`run_trainer_settings`;
+            None: CPU at full precision).
 
     Returns:
         ``{"val": metrics, "test": metrics, "confusion": (C, C), "epochs": n}``, and
@@ -496,7 +520,7 @@ def train_classifier(
         # both rows' LM dev perplexities count the same tokens
         vocab = model.vocab
         out["lm"] = adapt_lm(
-            body, view, cfg, root / "lm", len(vocab), vocab.unk_id, pad, seed, logger
+            body, view, cfg, root / "lm", len(vocab), vocab.unk_id, pad, seed, logger, run_settings
         )
         log.info(
             "LM adaptation on the task's train texts: dev perplexity %.2f after %d epochs",
@@ -521,6 +545,7 @@ def train_classifier(
         logger,
         [checkpoint, stop],
         cfg.epochs,
+        run_settings or {},
         val_check_interval=cfg.val_check_interval,
     )
     loaders = {
@@ -558,9 +583,18 @@ def _child_tags(tracker, task: str, adaptation: str) -> dict[str, str]:
 
 
 def finetune_task(
-    name: str, cfg: TaskConfig, data: TaskData, model, encoder, tracker, out_dir, seed: int
+    name: str,
+    cfg: TaskConfig,
+    data: TaskData,
+    model,
+    encoder,
+    tracker,
+    out_dir,
+    seed: int,
+    run_settings: Mapping[str, Any] | None = None,
 ) -> dict[str, dict[str, float]]:
-    """Fine-tune (and, with ``finetune.scratch``, train from scratch) on one task.
+    """Fine-tune (and, with ``finetune.scratch``, train from scratch) on one task, with the
+    run's ``run_settings`` (:func:`run_trainer_settings`).
 
     Returns ``{adaptation: metrics}`` (metrics named ``{task}/{split}/{metric}``), also written
     to ``{out_dir}/finetune/{task}-{adaptation}.json`` and logged as child MLflow runs.
@@ -624,6 +658,7 @@ def finetune_task(
                     child.lightning_logger() if child is not None else None,
                     new_words=list(extra or ()),
                     vectors=vectors,
+                    run_settings=run_settings,
                 )
                 folds_val.append(result["val"])
                 folds_test.append(result["test"])

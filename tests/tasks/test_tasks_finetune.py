@@ -511,3 +511,27 @@ def test_a_setting_the_family_cannot_take_fails_before_training(
         run(cfg)
     trained = [*tmp_path.rglob("*.ckpt"), *tmp_path.rglob("*.kv")]
     assert not trained  # nothing was fitted
+
+
+@pytest.mark.parametrize(
+    "overrides, precision",
+    [([], "32-true"), (["trainer=ddp", "+trainer.precision=bf16-mixed"], "bf16-mixed")],
+)
+def test_task_training_shares_the_runs_accelerator_and_precision_on_one_device(
+    tmp_path, overrides, precision
+):
+    from conftest import compose_train
+    from lightning.pytorch.accelerators import CPUAccelerator
+    from lightning.pytorch.strategies import SingleDeviceStrategy
+
+    from lineage.tasks.base import FinetuneConfig
+    from lineage.tasks.finetune import _trainer, run_trainer_settings
+
+    cfg = compose_train(overrides, tmp_path)
+    settings = run_trainer_settings(cfg.trainer)
+    assert settings["accelerator"] == "cpu"
+    trainer = _trainer(FinetuneConfig(), tmp_path, None, [], 1, settings)
+    assert trainer.precision == precision
+    assert isinstance(trainer.accelerator, CPUAccelerator)
+    # under trainer=ddp (2 devices) a task still trains in the one process that runs it
+    assert isinstance(trainer.strategy, SingleDeviceStrategy) and trainer.num_devices == 1
