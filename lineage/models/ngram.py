@@ -77,7 +77,7 @@ class NgramLM:
     """
 
     family = "ngram"
-    year = 1995
+    year = 1995  # Kneser-Ney; add-k sets its own
     era = "1980s–90s"
     citation = "Kneser & Ney 1995; Chen & Goodman 1998 (interpolated modified Kneser-Ney)"
     # Plain strings equal lineage.interface.Capability members (a StrEnum, same hash); importing
@@ -97,6 +97,9 @@ class NgramLM:
         self.V = len(vocab)
         self.order = int(order)
         self.smoothing = smoothing
+        if smoothing == "add_k":  # the row's identity is its smoothing's
+            self.year = 1920
+            self.citation = "Lidstone 1920 (add-k smoothing; compared in Chen & Goodman 1998)"
         self.k = float(k)
         n, V = self.order, self.V
         # Raw counts: order 1 dense by word id; order k >= 2 sorted keys + counts.

@@ -235,6 +235,14 @@ def test_add_k_hand_checked():
     assert got == pytest.approx(math.log(3 / 14), abs=1e-12)
 
 
+def test_each_smoothing_is_labelled_with_its_own_paper():
+    vocab, _ = _toy()
+    kn, add_k = NgramLM(vocab), NgramLM(vocab, smoothing="add_k")
+    assert (kn.year, add_k.year) == (1995, 1920)  # the report's year column and order
+    assert "Kneser" in kn.citation and "Lidstone" in add_k.citation
+    assert "Kneser & Ney" not in add_k.citation
+
+
 # ----- proper distributions ----------------------------------------------------------------------
 @pytest.mark.parametrize(
     ("order", "smoothing"),
