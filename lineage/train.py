@@ -150,9 +150,14 @@ def _output_dir(cfg: DictConfig) -> Path:
 
 
 def _validate_stages(stages: Sequence[str]) -> list[str]:
+    from lineage.data.sources import DataError
+
     unknown = [s for s in stages if s not in STAGES]
     if unknown:
-        raise ValueError(f"stages: unknown stage(s) {unknown}; allowed: {list(STAGES)}")
+        raise DataError(
+            f"stages={list(stages)}: unknown stage(s) {unknown}; use a list of "
+            f"{', '.join(STAGES)} (e.g. stages=[validate,test])"
+        )
     return list(stages)
 
 
@@ -287,6 +292,22 @@ def run(cfg: DictConfig, callbacks: Sequence = ()) -> dict[str, float]:
                 done["run_id"],
             )
             return done["metrics"]
+    # The data, the model and every setting are checked before the MLflow run opens: a bad value
+    # or a missing file is a one-line error, not a FAILED run in the study.
+    datamodule = instantiate(cfg.corpus)
+    datamodule.prepare_data()
+    datamodule.setup()
+    model = instantiate(cfg.model, vocab=datamodule.vocab.itos)
+    _check_trainer_settings(cfg.trainer, cfg.model, model)
+    datamodule.set_batching(model.batching())
+    task_data = None
+    if cfg.get("task"):  # a bad task setting or file fails here, not after the fit
+        from lineage.tasks import check_task_settings
+
+        task_data = check_task_settings(cfg.task, model)
+    if cfg.get("ckpt_path"):
+        _check_ckpt_path(str(cfg.ckpt_path))
+    tags.update({"family": model.family, "era": model.era, "year": str(model.year)})
     from lightning.pytorch.utilities.rank_zero import rank_zero_only
 
     # Under DDP Lightning re-launches this job once per extra process: only rank 0 tracks.
@@ -299,20 +320,7 @@ def run(cfg: DictConfig, callbacks: Sequence = ()) -> dict[str, float]:
             if hydra_dir.is_dir():
                 tracker.log_artifact(hydra_dir, ".hydra")
 
-        datamodule = instantiate(cfg.corpus)
-        datamodule.prepare_data()
-        datamodule.setup()
-        model = instantiate(cfg.model, vocab=datamodule.vocab.itos)
-        _check_trainer_settings(cfg.trainer, cfg.model, model)
-        datamodule.set_batching(model.batching())
-        task_data = None
-        if cfg.get("task"):  # a bad task setting or file fails here, not after the fit
-            from lineage.tasks import check_task_settings
-
-            task_data = check_task_settings(cfg.task, model)
-        family_tags = {"family": model.family, "era": model.era, "year": str(model.year)}
         if tracker is not None:
-            tracker.set_tags(family_tags)
             tracker.log_metrics(data_statistics(datamodule))
             tracker.log_datasets(corpus_name, datamodule.describe())
             batching = model.batching()
@@ -332,8 +340,6 @@ def run(cfg: DictConfig, callbacks: Sequence = ()) -> dict[str, float]:
             datamodule.vocab_size,
         )
 
-        if cfg.get("ckpt_path"):
-            _check_ckpt_path(str(cfg.ckpt_path))
         trainer_kwargs = {
             "logger": tracker.lightning_logger() if tracker is not None else False,
             "callbacks": [

@@ -78,6 +78,13 @@ def test_a_trainer_setting_the_family_decides_names_the_key_to_use(tiny_cfg):
     [
         (["model=lstm_tiny", "model.net.hidden_size=-5"], "model.net.hidden_size must be >= 1"),
         (["model=transformer_tiny", "model.net.n_heads=3"], "multiple of model.net.n_heads=3"),
+        (
+            ["model=lstm_tiny", "model.optimizer.lr=abc"],
+            "model.optimizer (torch.optim.SGD: lr='abc') is refused",
+        ),
+        (["model=lstm_tiny", "model.max_epochs=abc"], "model.max_epochs='abc': use a whole"),
+        (["model=glove", "model.max_epochs=0"], "model.max_epochs=0: use a whole number"),
+        (["stages=[fit,tset]"], "unknown stage(s) ['tset']; use a list of fit, validate, test"),
     ],
 )
 def test_a_setting_a_constructor_refuses_is_one_line(

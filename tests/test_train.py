@@ -114,6 +114,19 @@ def test_a_run_that_raises_ends_failed(tiny_cfg):
     assert [r.info.status for r in runs] == ["FAILED"]
 
 
+def test_a_refused_setting_opens_no_run(tiny_cfg):
+    cfg = tiny_cfg("model=lstm_tiny", "model.optimizer.lr=abc", "study=refused", tracking="mlflow")
+    with pytest.raises(Exception, match=r"model.optimizer .*lr='abc'"):
+        run(cfg)
+    client = MlflowClient(tracking_uri=cfg.tracking.uri)
+    experiment = client.get_experiment_by_name("refused")
+    assert experiment is None or client.search_runs([experiment.experiment_id]) == []
+    # the same config with a good value runs and is recorded
+    cfg = tiny_cfg("model=lstm_tiny", "model.max_epochs=1", "study=refused", tracking="mlflow")
+    run(cfg)
+    assert [r.info.status for r in _runs(cfg)[2]] == ["FINISHED"]
+
+
 def test_multirun_from_the_command_line(tmp_path):
     """`lineage-train -m model=rule,ngram seed=1,2`: a real Hydra multirun into a temp store."""
     env = {

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import random
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import lightning as L
 import numpy as np
@@ -264,6 +264,39 @@ def build(spec, **kwargs):
 
     factory = instantiate(spec)
     return factory(**kwargs)
+
+
+def check_max_epochs(value) -> None:
+    """``model.max_epochs`` must be a whole number >= 1 (Lightning would fail on it mid-fit)."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"model.max_epochs={value!r}: use a whole number of epochs >= 1")
+
+
+def check_optimizer(optimizer, scheduler=None) -> None:
+    """Build the optimizer (and scheduler) once on a stand-in parameter, so that a bad value
+    (``model.optimizer.lr=abc``) is refused at construction, naming the key, rather than in the
+    first training step. Builds draw no random numbers."""
+
+    def refused(key: str, spec, err: Exception) -> ValueError:
+        values = {k: v for k, v in (spec.items() if isinstance(spec, Mapping) else ())}
+        target = values.pop("_target_", getattr(spec, "__name__", spec))
+        values.pop("_partial_", None)
+        shown = ", ".join(f"{k}={v!r}" for k, v in values.items())
+        return ValueError(f"model.{key} ({target}: {shown}) is refused: {err}; fix model.{key}.*")
+
+    try:
+        built = build(optimizer, params=[torch.nn.Parameter(torch.zeros(1))])
+    except Exception as err:
+        raise refused("optimizer", optimizer, err) from err
+    if scheduler is None:
+        return
+    extra = {}
+    if isinstance(scheduler, Mapping) and scheduler.get("total_steps", 0) is None:
+        extra["total_steps"] = 1  # set from the trainer at fit time
+    try:
+        build(scheduler, optimizer=built, **extra)
+    except Exception as err:
+        raise refused("scheduler", scheduler, err) from err
 
 
 class EngineModule(LineageModule):

@@ -38,7 +38,7 @@ from lineage.models.embeddings import (
     sentences_as_words,
     train_glove,
 )
-from lineage.modules.base import LineageModule, build, plain
+from lineage.modules.base import LineageModule, build, check_max_epochs, check_optimizer, plain
 
 log = logging.getLogger("lineage")
 
@@ -256,6 +256,8 @@ class GloVeModule(EmbeddingModule):
         evaluate: bool = True,
     ):
         super().__init__(vocab, evaluate)
+        check_max_epochs(max_epochs)
+        check_optimizer(optimizer)
         self.save_hyperparameters(
             {
                 "vocab": list(vocab),

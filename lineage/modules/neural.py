@@ -26,7 +26,14 @@ import torch.nn.functional as F
 from lightning.pytorch.callbacks import ModelCheckpoint
 
 from lineage.interface import Batching, FitMode, TokenBatch
-from lineage.modules.base import LineageModule, build, plain, sample_token
+from lineage.modules.base import (
+    LineageModule,
+    build,
+    check_max_epochs,
+    check_optimizer,
+    plain,
+    sample_token,
+)
 
 LOSS_REDUCTIONS = ("mean", "sum_over_time")
 
@@ -138,6 +145,8 @@ class NeuralLM(LineageModule):
             raise ValueError(
                 f"model.scheduler_interval={scheduler_interval!r}: use 'epoch' or 'step'"
             )
+        check_max_epochs(max_epochs)
+        check_optimizer(optimizer, scheduler)
         self.save_hyperparameters(
             {
                 "vocab": list(vocab),
