@@ -54,13 +54,17 @@ def start_env(name: str, default: str | None = None) -> str | None:
 
 
 def unknown_group_options(argv: Sequence[str], conf_dir: str | Path) -> str | None:
-    """The message for a list override naming a config that a group lacks (``task=[sst3]``).
+    """The message for an override naming a config that a group of ``conf_dir`` lacks
+    (``model=lstmm``, ``-m model=rule,lstmm``, ``task=[sst3]``), with the group's options and
+    the closest name.
 
-    Hydra lists a group's options for ``model=lstm_smal`` but only says "Could not load" for an
-    element of a list, so the list elements of the command line's overrides are checked here,
-    before Hydra composes. None when every element exists, or when the command line does not
-    parse (Hydra then says why).
+    Hydra answers ``model=lstmm`` with its whole search path and only says "Could not load" for
+    an element of a list, so the command line's overrides are checked here, before Hydra
+    composes. ``hydra/...`` groups are left to Hydra (plugins add options to them). None when
+    every name exists, or when the command line does not parse (Hydra then says why).
     """
+    import difflib
+
     from hydra._internal.utils import get_args_parser
     from hydra.core.override_parser.overrides_parser import OverridesParser
     from hydra.core.override_parser.types import ChoiceSweep
@@ -71,18 +75,22 @@ def unknown_group_options(argv: Sequence[str], conf_dir: str | Path) -> str | No
     except (Exception, SystemExit):
         return None
     for override in parsed:
-        group = Path(conf_dir) / override.key_or_group
-        if override.is_delete() or not group.is_dir():
+        key = override.key_or_group
+        group = Path(conf_dir) / key
+        if override.is_delete() or key.startswith("hydra") or not group.is_dir():
             continue
         value = override.value()
         options = value.list if isinstance(value, ChoiceSweep) else [value]
-        names = [n for o in options if isinstance(o, list) for n in o if isinstance(n, str)]
+        names = [n for o in options for n in (o if isinstance(o, list) else [o])]
+        names = [n for n in names if isinstance(n, str)]
         missing = [n for n in names if not (group / f"{n}.yaml").is_file()]
         if missing:
-            available = ", ".join(sorted(p.stem for p in group.glob("*.yaml")))
+            known = sorted(p.stem for p in group.glob("*.yaml"))
+            close = difflib.get_close_matches(missing[0], known, n=1)
+            hint = f"; did you mean {close[0]}?" if close else ""
             return (
-                f"{override.input_line}: no config {override.key_or_group}/{missing[0]}.yaml; "
-                f"options in '{override.key_or_group}': {available}"
+                f"{override.input_line}: no config {key}/{missing[0]}.yaml; "
+                f"options in '{key}': {', '.join(known)}{hint}"
             )
     return None
 

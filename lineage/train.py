@@ -477,7 +477,8 @@ def user_error(err: BaseException) -> str | None:
     what a constructor raised), or None for a bug, whose traceback is kept.
 
     A ``ValueError`` that a config's constructor raised is a setting it refuses (its message
-    names the key); ``HYDRA_FULL_ERROR=1`` keeps its traceback instead.
+    names the key), a ``TypeError`` for an unexpected keyword a key it does not have (added with
+    ``+``); ``HYDRA_FULL_ERROR=1`` keeps their tracebacks instead.
     """
     import os
 
@@ -495,6 +496,16 @@ def user_error(err: BaseException) -> str | None:
         )
         if refused and os.environ.get("HYDRA_FULL_ERROR") != "1":
             return str(cause.__cause__)
+        unknown_key = (
+            isinstance(cause, InstantiationException)
+            and isinstance(cause.__cause__, TypeError)
+            and "unexpected keyword argument" in str(cause.__cause__)
+        )
+        if unknown_key and os.environ.get("HYDRA_FULL_ERROR") != "1":  # a key added with +
+            return (
+                f"{cause.__cause__}: not a setting of this config; `lineage-train <your "
+                "overrides> --cfg job` lists the keys it has"
+            )
         if isinstance(cause, MissingMandatoryValue):  # a ??? the command line did not fill
             key = getattr(cause, "full_key", None) or "a mandatory setting"
             return f"{key} has no value; set it on the command line ({key}=...)"

@@ -39,11 +39,26 @@ def test_unknown_task_in_a_list_lists_the_available_ones(argv, monkeypatch, caps
     assert "options in 'task': ag_news, csv, imdb, polarity, sms_spam, sst2" in message
 
 
+@pytest.mark.parametrize("argv", [["model=lstmm"], ["-m", "model=rule,lstmm", "seed=0,1"]])
+def test_a_misspelt_model_is_one_line_with_the_closest_name(argv, monkeypatch, capsys):
+    from lineage import train
+
+    monkeypatch.setattr("sys.argv", ["lineage-train", *argv])
+    with pytest.raises(SystemExit) as exit_:
+        train.main()
+    assert exit_.value.code == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert "no config model/lstmm.yaml; options in 'model': glove, gru_small" in line
+    assert line.endswith("did you mean lstm_small?")
+
+
 def test_known_tasks_in_lists_pass_the_check():
     from lineage.config import unknown_group_options
 
     argv = ["-m", "task=[sst2,sms_spam],[polarity]", "model=ngram,rule", "task.sst2.probe.C=1"]
     assert unknown_group_options(argv, CONF) is None
+    # Hydra's own groups take options from plugins (joblib is not a file in conf/hydra/launcher)
+    assert unknown_group_options(["hydra/launcher=joblib", "experiment=lineage_lee"], CONF) is None
 
 
 def test_wrong_type_in_an_override_names_the_key_and_value(tmp_path):
@@ -85,6 +100,10 @@ def test_a_trainer_setting_the_family_decides_names_the_key_to_use(tiny_cfg):
         (["model=lstm_tiny", "model.max_epochs=abc"], "model.max_epochs='abc': use a whole"),
         (["model=glove", "model.max_epochs=0"], "model.max_epochs=0: use a whole number"),
         (["stages=[fit,tset]"], "unknown stage(s) ['tset']; use a list of fit, validate, test"),
+        (
+            ["model=lstm_tiny", "+model.net.hiden=3"],
+            "unexpected keyword argument 'hiden': not a setting of this config",
+        ),
     ],
 )
 def test_a_setting_a_constructor_refuses_is_one_line(
