@@ -680,6 +680,19 @@ def test_lineage_report_reads_a_study_file_without_running_its_sweep(
     )
 
 
+def test_a_misspelt_study_file_is_one_line_with_the_closest_name(monkeypatch, capsys):
+    from lineage.report.summary import main
+
+    monkeypatch.setattr(sys, "argv", ["lineage-report", "experiment=lineage_le"])
+    with pytest.raises(SystemExit) as exit_:
+        main()
+    assert exit_.value.code == 2
+    assert capsys.readouterr().err.strip() == (
+        "lineage-report: experiment=lineage_le: no config experiment/lineage_le.yaml; options in "
+        "'experiment': lineage_lee, lineage_ptb; did you mean lineage_lee?"
+    )
+
+
 def _experiments(uri: str) -> set[str]:
     return {e.name for e in open_client(uri).search_experiments()}
 

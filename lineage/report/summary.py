@@ -692,6 +692,10 @@ def main() -> None:
     """Console entry point ``lineage-report`` (never a sweep: runs with ``hydra.mode=RUN``)."""
     # A study file sets hydra.mode=MULTIRUN for lineage-train; the report reads the same file
     # but must run once, so the mode is overridden on the command line, where it wins.
+    message = lineage.config.unknown_group_options(sys.argv[1:], CONF_DIR)
+    if message is not None:  # experiment=lineage_le: one line, not Hydra's search path
+        print(f"lineage-report: {message}", file=sys.stderr)
+        raise SystemExit(2)
     if "hydra.mode=RUN" not in sys.argv:
         sys.argv.append("hydra.mode=RUN")
     _hydra_main()
