@@ -14,7 +14,8 @@ STORE  := sqlite:///$(CURDIR)/mlruns/mlflow.db
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
-# torch is pinned in pyproject.toml to the CPU build (an open range pulls a multi-GB CUDA build).
+# torch is pinned to one release in pyproject.toml (an open range could pull a newer multi-GB
+# CUDA build); on a CPU-only machine install the CPU build first (README.md).
 $(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e '.[test]'
 	touch $@

@@ -450,7 +450,10 @@ def run(cfg: DictConfig, callbacks: Sequence = ()) -> dict[str, float]:
                 tracker.log_artifact(out_dir / "samples.txt")
             if model_ckpt is not None:
                 tracker.log_artifact(model_ckpt, "model")
-    log.info("%s: %s", run_name, _one_line(results))
+        where = f"outputs in {out_dir}"
+        if tracker is not None:
+            where = f"MLflow run {tracker.run_id}; {where}"
+    log.info("%s: %s (%s)", run_name, _one_line(results), where)
     return results
 
 

@@ -134,7 +134,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--offline", action="store_true", help="verify only, never download")
     p.set_defaults(func=_cmd_fetch)
 
-    p = sub.add_parser("verify", help="check a source's files (default: all) against their sha256")
+    p = sub.add_parser(
+        "verify",
+        help="check a source's files (default: all) against their sha256",
+        description="Exit code 1 if a file differs from its sha256, or, for a named source, is "
+        "missing; with no name, files not downloaded yet are listed as MISSING and are no fault.",
+    )
     p.add_argument("name", choices=names, nargs="?")
     p.add_argument("--data-dir", help="directory holding the files (default: the user cache dir)")
     p.set_defaults(func=_cmd_verify)
