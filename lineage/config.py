@@ -70,22 +70,25 @@ def unknown_group_options(argv: Sequence[str], conf_dir: str | Path) -> str | No
     from hydra.core.override_parser.types import ChoiceSweep
 
     try:
-        overrides = get_args_parser().parse_known_args(list(argv))[0].overrides
-        parsed = OverridesParser.create().parse_overrides(overrides)
+        args = get_args_parser().parse_known_args(list(argv))[0]
+        parsed = OverridesParser.create().parse_overrides(args.overrides)
     except (Exception, SystemExit):
         return None
+    if any(o.key_or_group == "hydra.searchpath" for o in parsed):
+        return None  # options may come from anywhere on that path: Hydra checks them
+    roots = [Path(conf_dir), *([Path(args.config_dir)] if args.config_dir else [])]
     for override in parsed:
         key = override.key_or_group
-        group = Path(conf_dir) / key
-        if override.is_delete() or key.startswith("hydra") or not group.is_dir():
+        groups = [root / key for root in roots if (root / key).is_dir()]
+        if override.is_delete() or key.startswith("hydra") or not groups:
             continue
         value = override.value()
         options = value.list if isinstance(value, ChoiceSweep) else [value]
         names = [n for o in options for n in (o if isinstance(o, list) else [o])]
         names = [n for n in names if isinstance(n, str)]
-        missing = [n for n in names if not (group / f"{n}.yaml").is_file()]
+        missing = [n for n in names if not any((g / f"{n}.yaml").is_file() for g in groups)]
         if missing:
-            known = sorted(p.stem for p in group.glob("*.yaml"))
+            known = sorted({p.stem for g in groups for p in g.glob("*.yaml")})
             close = difflib.get_close_matches(missing[0], known, n=1)
             hint = f"; did you mean {close[0]}?" if close else ""
             return (

@@ -68,6 +68,7 @@ LATER_DEFAULTS: dict[tuple[str, ...], Any] = {
     ("task", "*", "finetune", "lm_lr"): 0.001,
     ("task", "*", "finetune", "task_texts"): False,
     ("task", "*", "finetune", "pooling"): "mean",
+    ("task", "*", "version"): 1,
 }
 MAX_PARAM_LENGTH = 500
 
@@ -96,8 +97,9 @@ def config_hash(
     if isinstance(corpus, dict):
         for key in UNHASHED_CORPUS_KEYS:
             corpus.pop(key, None)
-    if data.get("ckpt_path") is not None:
-        data["ckpt_path"] = None  # a resumed run continues the same computation
+    if data.get("ckpt_path") is not None and "fit" in (data.get("stages") or ["fit"]):
+        data["ckpt_path"] = None  # a resumed fit continues the same computation
+    # (without fit the checkpoint is the model scored: its path stays in the hash)
     for path, default in hashed_as_default.items():
         _set_present(data, path, default)
     for path, default in LATER_DEFAULTS.items():

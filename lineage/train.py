@@ -75,10 +75,11 @@ def _sweep_tags() -> dict[str, str]:
 # Command-line overrides that choose the row's identity (model, corpus, seed, tasks) or say where
 # things are and how the run looks: not part of a run's ``overrides`` tag. The files of a
 # text_files corpus or a csv task are what the run read, so they stay (the registered sources'
-# data_dir does not: their files are checked by sha256).
+# data_dir does not: their files are checked by sha256). ``stages`` stays: a run that only scores
+# a checkpoint is not the row of the run that trained it.
 _IDENTITY_OR_PLACE = re.compile(
     r"^~?\+{0,2}("
-    r"seed|model|corpus|task|experiment|study|force|ckpt_path|stages|samples(\..*)?|tags(\..*)?"
+    r"seed|model|corpus|task|experiment|study|force|ckpt_path|samples(\..*)?|tags(\..*)?"
     r"|paths(\..*)?|tracking(\..*)?|hydra(/.*|\..*)?"
     r"|corpus\.(data_dir|cache_dir|offline|name)|task\.[^.=]+\.(data_dir|offline)"
     r"|trainer\.(enable_progress_bar|enable_model_summary|log_every_n_steps)"
@@ -199,6 +200,30 @@ def _check_ckpt_path(ckpt_path: str) -> None:
         )
 
 
+def _load_checkpoint_weights(model, ckpt_path: str) -> None:
+    """Without ``fit``, ``ckpt_path`` is the model to score (valid, test and tasks): its weights,
+    and a family's own state through ``on_load_checkpoint``, are loaded as Lightning's
+    ``validate(ckpt_path=...)`` would, before anything is scored."""
+    import torch
+
+    from lineage.data.sources import DataError
+
+    if not Path(ckpt_path).is_file():
+        raise DataError(
+            f"ckpt_path={ckpt_path}: without fit in stages the checkpoint is the model to score; "
+            "give its file (e.g. <run dir>/checkpoints/best.ckpt)"
+        )
+    try:  # a file the user names, loaded as Lightning loads it (not only tensors)
+        checkpoint = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+        model.on_load_checkpoint(checkpoint)
+        model.load_state_dict(checkpoint["state_dict"])
+    except Exception as err:
+        raise DataError(
+            f"ckpt_path={ckpt_path}: not a checkpoint of this model ({type(err).__name__}: "
+            f"{err}); give a checkpoint written by a run of the same model and corpus"
+        ) from err
+
+
 SCORED_SPLITS = ("val", "test")
 
 
@@ -307,6 +332,8 @@ def run(cfg: DictConfig, callbacks: Sequence = ()) -> dict[str, float]:
         task_data = check_task_settings(cfg.task, model)
     if cfg.get("ckpt_path"):
         _check_ckpt_path(str(cfg.ckpt_path))
+        if "fit" not in stages:
+            _load_checkpoint_weights(model, str(cfg.ckpt_path))
     tags.update({"family": model.family, "era": model.era, "year": str(model.year)})
     from lightning.pytorch.utilities.rank_zero import rank_zero_only
 

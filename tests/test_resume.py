@@ -181,3 +181,24 @@ def test_a_checkpoint_without_generator_states_resumes_with_new_reproducible_mas
     assert os.environ["PL_GLOBAL_SEED"] == "5"  # the run's seed stays the workers' seed
     assert resume("old_again", old) == from_old  # seeded from (seed, step): reproducible
     assert from_old != pytest.approx(resume("kept", last), rel=1e-6)  # other masks than kept
+
+
+def test_without_fit_the_checkpoint_is_the_model_scored(tmp_path):
+    """``stages=[validate,test] ckpt_path=…/best.ckpt`` scores that checkpoint (valid, test and
+    tasks), not freshly initialised weights; the run is its own row (``overrides`` tag)."""
+    from mlflow.tracking import MlflowClient
+
+    short = [o for o in OVERRIDES if not o.startswith("model.max_epochs")] + ["model.max_epochs=2"]
+    trained = run(compose_train(short, tmp_path / "trained"))
+    (best,) = (tmp_path / "trained").rglob("best.ckpt")
+    untrained = run(compose_train([*short, "stages=[validate,test]"], tmp_path / "fresh"))
+    tracked = [o for o in short if o != "tracking=none"] + ["tracking=mlflow", "study=scored"]
+    cfg = compose_train([*tracked, "stages=[validate,test]", f"ckpt_path={best}"], tmp_path)
+    scored = run(cfg)
+    assert scored["test/ppl"] == pytest.approx(trained["test/ppl"], rel=1e-9)
+    assert scored["val/ppl"] == pytest.approx(trained["val/ppl"], rel=1e-9)
+    assert untrained["test/ppl"] > 1.2 * trained["test/ppl"]  # what was scored before the fix
+    client = MlflowClient(tracking_uri=cfg.tracking.uri)
+    (mlrun,) = client.search_runs([client.get_experiment_by_name("scored").experiment_id])
+    assert "resumed_from" not in mlrun.data.tags
+    assert "stages=[validate,test]" in mlrun.data.tags.get("overrides", "")

@@ -258,6 +258,12 @@ def test_config_hash_ignores_tags_and_locations_only(tmp_path):
     assert config_hash(moved) == h
     resumed = [*tiny_corpus_overrides(), "model=rule", "ckpt_path=/runs/x/last.ckpt"]
     assert config_hash(compose_train(resumed, tmp_path)) == h  # resuming is the same run
+    scored = [*tiny_corpus_overrides(), "model=rule", "stages=[validate,test]"]
+    scored_hashes = {
+        config_hash(compose_train([*scored, f"ckpt_path=/runs/{x}/best.ckpt"], tmp_path))
+        for x in ("a", "b")
+    }
+    assert len(scored_hashes) == 2  # without fit, the checkpoint scored is the model
     assert (
         config_hash(compose_train([*tiny_corpus_overrides(), "model=rule", "seed=1"], tmp_path))
         != h
@@ -274,6 +280,9 @@ def test_config_hash_ignores_tags_and_locations_only(tmp_path):
     ):
         assert config_hash(compose_train([*task, where], tmp_path)) == th, where
     assert config_hash(compose_train([*task, "task.polarity.max_train=50"], tmp_path)) != th
+    # a task's loader version: 1 (every task until a loader changes) is hashed as absent
+    assert config_hash(compose_train([*task, "task.polarity.version=1"], tmp_path)) == th
+    assert config_hash(compose_train([*task, "task.polarity.version=2"], tmp_path)) != th
 
 
 # task.*.finetune as the studies' first runs had it (commit 9bb90aa): every key added since must be

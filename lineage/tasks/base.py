@@ -150,6 +150,9 @@ class TaskConfig:
         rules: the ``rule`` family's classifier (``lineage.tasks.rules``); null = unsupported.
         probe: the probe's settings.
         finetune: fine-tuning settings (neural and word-vector families).
+        version: how the loader reads the source: raised with a change to it that changes the
+            texts or splits (2: ``sms_spam`` and ``csv`` deduplicate texts that differ only in
+            whitespace), so that runs made before are not taken for the same config.
     """
 
     source: str
@@ -168,6 +171,7 @@ class TaskConfig:
     rules: dict[str, Any] | None = None
     probe: ProbeConfig = field(default_factory=ProbeConfig)
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
+    version: int = 1
 
 
 POOLINGS = ("mean", "max", "last")  # finetune.pooling
