@@ -602,6 +602,9 @@ def test_merge_keeps_the_latest_run_per_config_hash():
     ]
     assert sorted(r["run_id"] for r in collect.merge_runs(old, new)) == ["b", "c"]
     assert sorted(r["run_id"] for r in collect.merge_runs(new, old)) == ["b", "c"]
+    # runs without a hash (made by hand) are not one experiment
+    unhashed = [{"run_id": f"r{i}", "start_time": f"2026-03-0{i + 1}"} for i in range(3)]
+    assert sorted(r["run_id"] for r in collect.merge_runs([], unhashed)) == ["r0", "r1", "r2"]
 
 
 def test_planned_runs_follow_the_sweep_and_only_seeds():
@@ -637,6 +640,11 @@ def test_a_swept_setting_is_part_of_each_planned_run():
     assert [str(p) for p in plan] == ["ngram s0 [corpus=lee]", "ngram s0 [corpus=ptb]"]
     rows = [{"run_id": "d", "tags.model": "ngram", "tags.seed": "0", "tags.corpus": "ptb"}]
     assert missing_runs(plan, rows) == [plan[0]]
+    # a run with a setting the plan does not sweep is another row, not the planned one
+    plan = planned_runs({"model": "ngram", "seed": "0"}, None)
+    variant = {"run_id": "e", "tags.model": "ngram", "tags.seed": "0"}
+    assert missing_runs(plan, [{**variant, "tags.overrides": "model.lm.order=2"}]) == plan
+    assert missing_runs(plan, [variant]) == []
 
 
 # ----- the command line ---------------------------------------------------------------------

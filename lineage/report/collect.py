@@ -63,8 +63,9 @@ def number(value: float) -> str:
 
 def run_key(row: Mapping[str, str]) -> str:
     """What makes two rows the same experiment: the config hash (+ adaptation and task for child
-    runs: a job that fine-tunes two tasks has a child run per task and adaptation)."""
-    key = row.get("tags.config_hash", "")
+    runs: a job that fine-tunes two tasks has a child run per task and adaptation); a row
+    without a hash (a run made by hand) is its own experiment."""
+    key = row.get("tags.config_hash", "") or f"run:{row.get('run_id', '')}"
     if row.get("parent_run_id"):
         key += "/" + row.get("tags.adaptation", "")
         if row.get("tags.task"):

@@ -130,20 +130,38 @@ def planned_runs(
 
 
 def missing_runs(planned: Sequence[PlannedRun], rows: Sequence[Mapping[str, str]]) -> list:
-    """The planned jobs with no finished job run in ``rows``: same model and seed, and each
-    swept setting as the run's params record it (or, for a key the params leave out, as its
-    ``overrides`` tag has it)."""
+    """The planned jobs with no finished job run in ``rows``: same model and seed, each swept
+    setting as the run's params record it (or, for a key the params leave out, as its
+    ``overrides`` tag has it), and no override beyond the swept ones (``model.lm.order=2`` is
+    another row, not the plan's)."""
     jobs = [r for r in rows if not r.get("parent_run_id")]
 
     def done(plan: PlannedRun) -> bool:
+        swept = {k for k, _ in plan.settings}
         return any(
             r.get("tags.model", "") == plan.model
             and str(r.get("tags.seed", "")) == plan.seed
             and all(_recorded(r, k) == v for k, v in plan.settings)
+            and _override_keys(r) <= swept
             for r in jobs
         )
 
     return [p for p in planned if not done(p)]
+
+
+def _parsed_overrides(row: Mapping[str, str]) -> list:
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    overrides = str(row.get("tags.overrides", "") or "").split()
+    try:
+        return OverridesParser.create().parse_overrides(overrides)
+    except Exception:
+        return []
+
+
+def _override_keys(row: Mapping[str, str]) -> set[str]:
+    """The keys of a run's ``overrides`` tag."""
+    return {o.key_or_group for o in _parsed_overrides(row)}
 
 
 def _recorded(row: Mapping[str, str], key: str) -> str | None:
@@ -153,15 +171,9 @@ def _recorded(row: Mapping[str, str], key: str) -> str | None:
         return row.get("tags.corpus")
     if row.get(f"params.{key}") not in (None, ""):
         return str(row[f"params.{key}"])
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-
     from lineage.tracking import param_text
 
-    overrides = str(row.get("tags.overrides", "") or "").split()
-    try:
-        parsed = OverridesParser.create().parse_overrides(overrides)
-    except Exception:
-        return None
+    parsed = _parsed_overrides(row)
     return next((param_text(o.value()) for o in parsed if o.key_or_group == key), None)
 
 
