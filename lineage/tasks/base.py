@@ -249,15 +249,18 @@ def classification_metrics(
 ) -> dict[str, float]:
     """Accuracy, macro-F1, MCC, and ROC-AUC (binary tasks with scores).
 
+    Macro-F1 averages over the classes that occur in ``y_true`` or ``y_pred`` (scikit-learn's
+    convention): a class absent from both has no F1, rather than one of 0.
+
     Args:
         y_true: (N,) class ids.
         y_pred: (N,) predicted class ids.
-        n_classes: size of the label set (macro-F1 averages over all of them).
+        n_classes: size of the label set.
         scores: (N,) score of class 1 (binary only); higher means more likely class 1.
     """
     from sklearn.metrics import accuracy_score, f1_score, matthews_corrcoef, roc_auc_score
 
-    labels = list(range(n_classes))
+    labels = sorted(set(np.asarray(y_true).tolist()) | set(np.asarray(y_pred).tolist()))
     out = {
         "accuracy": float(accuracy_score(y_true, y_pred)),
         "f1_macro": float(

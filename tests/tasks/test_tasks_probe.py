@@ -128,6 +128,10 @@ def test_metrics_by_hand():
     assert m["mcc"] == pytest.approx(mcc)
     assert m["roc_auc"] == pytest.approx(14 / 15)  # one (pos, neg) pair out of 15 misordered
     assert "roc_auc" not in classification_metrics(y, p, 2)  # no scores
+    # 4 classes, class 3 neither true nor predicted: the mean F1 of classes 0 (1), 1 (P 1/3,
+    # R 1: 1/2) and 2 (0) only
+    four = classification_metrics(np.array([0, 1, 2, 2]), np.array([0, 1, 1, 1]), 4)
+    assert four["f1_macro"] == pytest.approx((1 + 1 / 2 + 0) / 3)
 
 
 def test_fold_aggregation_and_confusion_csv(tmp_path):
