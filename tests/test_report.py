@@ -337,6 +337,23 @@ def test_rows_follow_the_lineage_then_the_year():
     ]  # fmt: skip
 
 
+def test_plot_labels_name_the_corpus_when_a_study_has_several():
+    from lineage.report.plots import _labels
+
+    def run(corpus, history):
+        return {"run_id": corpus, "start_time": "1", "tags.model": "ngram", "tags.seed": "0",
+                "tags.family": "ngram", "tags.year": "1995", "tags.config_hash": corpus,
+                "tags.corpus": corpus, "metrics.test/ppl": "100",
+                "history.val/ppl": history}  # fmt: skip
+
+    specs = OmegaConf.to_container(OmegaConf.load(CONF / "report.yaml").table.columns)
+    table = build_table([run("lee", "90 80"), run("ptb", "150 140")], specs, {})
+    assert sorted(_labels(table)) == ["ngram (lee)", "ngram (ptb)"]
+    assert sorted(label for _, label, _ in curves(table)) == ["ngram (lee)", "ngram (ptb)"]
+    one = build_table([run("ptb", "150 140")], specs, {})
+    assert _labels(one) == ["ngram"]
+
+
 SWEEP_STUDY = "sweep"
 SMALL = "model.max_epochs=1 trainer.limit_train_batches=5"
 # (model, overrides, seed, config hash, metrics, val/ppl per epoch); times follow list order

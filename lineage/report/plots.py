@@ -96,9 +96,13 @@ def _column(table: StudyTable, metric: str) -> Column | None:
 
 
 def _labels(table: StudyTable) -> list[str]:
-    """Each row's name (its overrides included), as the table's Model cell reads."""
+    """Each row's name (its overrides included), as the table's Model cell reads, and its corpus
+    when the study has several (one model is then a row per corpus)."""
     frame = table.frame
-    return [row_label(m, o) for m, o in zip(frame["model"], frame["overrides"], strict=True)]
+    labels = [row_label(m, o) for m, o in zip(frame["model"], frame["overrides"], strict=True)]
+    if frame["corpus"].nunique() > 1:
+        labels = [f"{label} ({c})" for label, c in zip(labels, frame["corpus"], strict=True)]
+    return labels
 
 
 def curves(table: StudyTable, metric: str = "val/ppl") -> list[tuple[int, str, list[np.ndarray]]]:
@@ -109,7 +113,7 @@ def curves(table: StudyTable, metric: str = "val/ppl") -> list[tuple[int, str, l
     if column not in runs:
         return []
     jobs = runs[runs["parent_run_id"] == ""] if "parent_run_id" in runs else runs
-    out, drawn = [], set()
+    out, drawn, labels = [], set(), _labels(table)
     for i, (model, overrides, corpus) in enumerate(
         zip(table.frame["model"], table.frame["overrides"], table.frame["corpus"], strict=True)
     ):
@@ -126,7 +130,7 @@ def curves(table: StudyTable, metric: str = "val/ppl") -> list[tuple[int, str, l
             for h in jobs[same].sort_values("tags.seed", kind="stable")[column].dropna()
         ]
         if histories:
-            out.append((i, row_label(model, overrides), histories))
+            out.append((i, labels[i], histories))
     return out
 
 
