@@ -477,6 +477,22 @@ def test_overrides_are_escaped_in_every_format():
     assert render_csv(table).splitlines()[1].startswith(f'lstm_small,"{overrides}",')
 
 
+def test_a_best_is_judged_on_the_value_shown():
+    def run(model, seconds):
+        return {"run_id": model, "start_time": "1", "tags.model": model, "tags.family": model,
+                "tags.seed": "0", "tags.config_hash": model,
+                "metrics.cost/train_seconds": str(seconds)}  # fmt: skip
+
+    specs = [{"key": "t", "metric": "cost/train_seconds", "header": "Train time",
+              "better": "lower", "format": "duration"}]  # fmt: skip
+    table = build_table([run("a", 3700), run("b", 3710), run("c", 3800)], specs, {})
+    frame = table.frame.set_index("model")
+    assert [format_value(v, float("nan"), table.columns[0]) for v in frame["t.mean"]] == [
+        "1.03 h", "1.03 h", "1.06 h",
+    ]  # fmt: skip
+    assert dict(frame["t.best"]) == {"a": True, "b": True, "c": False}  # both read 1.03 h
+
+
 def test_bests_are_found_within_each_corpus():
     """Perplexities of two corpora do not compare: each corpus has its best (a corpus with one
     row has none); a task's accuracy is the same test whatever the corpus: one best overall."""

@@ -310,14 +310,15 @@ def _best(frame: pd.DataFrame, column: Column) -> pd.Series:
     best = pd.Series(False, index=frame.index)
     if column.better is None:
         return best
-    shown = means.map(lambda v: round(_scaled(v, column), column.decimals)).where(means.notna())
+    # ties are judged on the text shown (1.03 h and 1.03 h tie, whatever the seconds)
+    shown = means.map(lambda v: format_value(v, float("nan"), column)).where(means.notna())
     scope = frame["corpus"] if not compared_across_corpora(column) else pd.Series("", frame.index)
-    for _, part in shown.groupby(scope, sort=False):
+    for _, part in means.groupby(scope, sort=False):
         part = part.dropna()
         if len(part) < 2:
             continue
-        target = part.min() if column.better == "lower" else part.max()
-        best[part.index[part.eq(target)]] = True
+        target = shown[part.idxmin() if column.better == "lower" else part.idxmax()]
+        best[part.index[shown[part.index].eq(target)]] = True
     return best
 
 
