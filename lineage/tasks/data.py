@@ -712,9 +712,16 @@ def subsample(data: TaskData, split: str, n: int | None, seed: int) -> None:
     """Keep a stratified ``n`` of ``split`` (``task.<name>.max_train``; quick runs only)."""
     if n is None or n >= len(data.texts[split]):
         return
-    keep, _ = stratified_split(
-        data.labels[split], [n / len(data.texts[split]), 1 - n / len(data.texts[split])], seed
-    )
+    from sklearn.model_selection import train_test_split
+
+    labels = np.asarray(data.labels[split])
+    try:  # a whole n: exactly n kept (a share of the split rounds down)
+        keep, _ = train_test_split(
+            np.arange(len(labels)), train_size=n, stratify=labels, random_state=seed
+        )
+    except ValueError as e:  # fewer than one text per class, or a class with one text
+        raise DataError(f"max_train={n}: cannot keep a stratified {n} of {split}: {e}") from None
+    keep = np.sort(keep)
     data.texts[split] = [data.texts[split][i] for i in keep]
     data.labels[split] = [data.labels[split][i] for i in keep]
     data.notes.append(f"{split} subsampled to {len(keep)} (stratified, seed {seed})")

@@ -25,6 +25,7 @@ from lineage.tasks.data import (
     normalise_stsa,
     read_csv_split,
     stratified_split,
+    subsample,
 )
 
 
@@ -328,3 +329,19 @@ def test_every_task_config_composes_and_parses(tmp_path):
     # conf/task/common/defaults.yaml states the same defaults as the dataclasses
     assert asdict(parsed["ag_news"].probe) == asdict(ProbeConfig())
     assert asdict(parsed["ag_news"].finetune) == asdict(FinetuneConfig())
+
+
+@pytest.mark.parametrize("n", [29, 50, 101])
+def test_max_train_keeps_exactly_n_stratified(n):
+    from lineage.tasks.data import TaskData
+
+    labels = ["a"] * 120 + ["b"] * 80
+    texts = [f"text {i}" for i in range(200)]
+    data = TaskData("t", {"train": texts}, {"train": labels}, ["a", "b"])
+    subsample(data, "train", n, seed=0)
+    assert len(data.texts["train"]) == len(data.labels["train"]) == n
+    assert abs(data.labels["train"].count("b") - 0.4 * n) <= 1  # the class shares kept
+    assert all(data.labels["train"][i] == labels[int(t.split()[1])] for i, t in
+               enumerate(data.texts["train"]))  # fmt: skip
+    with pytest.raises(DataError, match=r"max_train=1: cannot keep a stratified 1 of train"):
+        subsample(data, "train", 1, seed=0)
