@@ -85,7 +85,7 @@ def unknown_group_options(argv: Sequence[str], conf_dir: str | Path) -> str | No
         value = override.value()
         options = value.list if isinstance(value, ChoiceSweep) else [value]
         names = [n for o in options for n in (o if isinstance(o, list) else [o])]
-        names = [n for n in names if isinstance(n, str)]
+        names = [n for n in names if isinstance(n, str) and "${" not in n]  # not interpolations
         missing = [n for n in names if not any((g / f"{n}.yaml").is_file() for g in groups)]
         if missing:
             known = sorted({p.stem for g in groups for p in g.glob("*.yaml")})

@@ -59,6 +59,9 @@ def test_known_tasks_in_lists_pass_the_check():
     assert unknown_group_options(argv, CONF) is None
     # Hydra's own groups take options from plugins (joblib is not a file in conf/hydra/launcher)
     assert unknown_group_options(["hydra/launcher=joblib", "experiment=lineage_lee"], CONF) is None
+    # interpolations and glob sweeps are Hydra's to resolve
+    assert unknown_group_options(["model=${oc.env:MODEL,ngram}"], CONF) is None
+    assert unknown_group_options(["-m", "model=glob(ngram*)"], CONF) is None
 
 
 def test_wrong_type_in_an_override_names_the_key_and_value(tmp_path):
