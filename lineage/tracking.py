@@ -71,6 +71,8 @@ LATER_DEFAULTS: dict[tuple[str, ...], Any] = {
     ("task", "*", "version"): 1,
 }
 MAX_PARAM_LENGTH = 500
+# The input tag holding the file (or URL) a run read for a dataset input.
+SOURCE_TAG = "lineage.source"
 
 
 def resolved(cfg: DictConfig) -> dict:
@@ -421,11 +423,10 @@ class Run:
                 src = LocalArtifactDatasetSource(str(source))
             # MLflow caps digests at 36 characters; the full sha256 is in results.json
             dataset = MetaDataset(src, name=f"{corpus}-{split}", digest=str(info["digest"])[:36])
-            inputs.append(
-                DatasetInput(
-                    dataset._to_mlflow_entity(), tags=[InputTag(MLFLOW_DATASET_CONTEXT, split)]
-                )
-            )
+            # MLflow keeps one dataset row per (name, digest) in an experiment, with the source
+            # of the first run that logged it: the file this run read is the input's own tag
+            tags = [InputTag(MLFLOW_DATASET_CONTEXT, split), InputTag(SOURCE_TAG, str(source))]
+            inputs.append(DatasetInput(dataset._to_mlflow_entity(), tags=tags))
         if inputs:
             log_inputs(self.client, self.tracking_uri, self.run_id, inputs)
 
@@ -513,8 +514,9 @@ def changed_inputs(tracking: DictConfig, run_id: str) -> list[str]:
         dataset = item.dataset
         if dataset.source_type != "local":
             continue
-        try:
-            uri = str(json.loads(dataset.source).get("uri", ""))
+        own = {t.key: t.value for t in item.tags}.get(SOURCE_TAG)
+        try:  # runs logged before the input tag: the dataset row's (first run's) source
+            uri = own if own is not None else str(json.loads(dataset.source).get("uri", ""))
         except (ValueError, AttributeError):
             continue
         path = Path(uri.split("#", 1)[0])  # a zip member: path#member, the digest is the zip's

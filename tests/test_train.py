@@ -247,6 +247,27 @@ def test_a_corpus_file_edited_after_a_finished_run_makes_it_run_again(tmp_path):
     assert again["test/tokens"] > first["test/tokens"]
 
 
+def test_a_copy_of_a_corpus_is_checked_by_its_own_files(tmp_path):
+    """MLflow keeps one dataset row per (name, digest), whose source is the first run's file: a
+    second corpus with the same contents elsewhere is checked by its own files (input tag)."""
+
+    def overrides(corpus):
+        files = (f"corpus.files.{s}={corpus / f'{s}.txt'}" for s in ("train", "valid", "test"))
+        return ["corpus=text_files", *files, "tracking=mlflow", "model=ngram", "study=copies"]
+
+    root = tmp_path / "root"
+    for name in ("a", "b"):
+        shutil.copytree(TINY, tmp_path / name)
+        first = run(compose_train(overrides(tmp_path / name), root))
+    client, experiment, runs = _runs(compose_train(overrides(tmp_path / "b"), root))
+    assert len(runs) == 2
+    with open(tmp_path / "b" / "test.txt", "a") as f:
+        f.write("the cat sat on the mat .\n")
+    again = run(compose_train(overrides(tmp_path / "b"), root))
+    assert len(client.search_runs([experiment.experiment_id])) == 3  # b edited: ran again
+    assert again["test/tokens"] > first["test/tokens"]
+
+
 def test_train_rate_counts_the_tokens_actually_trained(tiny_cfg):
     # 2 batches of 4 rows x 5 targets: a partial epoch must not count the whole split
     cfg = tiny_cfg(
