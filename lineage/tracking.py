@@ -71,6 +71,8 @@ LATER_DEFAULTS: dict[tuple[str, ...], Any] = {
     ("task", "*", "version"): 1,
 }
 MAX_PARAM_LENGTH = 500
+# The metrics a fit logs per epoch: a resumed fit copies them from the run it continues.
+FIT_METRICS = ("train/", "val/", "epoch")
 # The input tag holding the file (or URL) a run read for a dataset input.
 SOURCE_TAG = "lineage.source"
 
@@ -329,10 +331,12 @@ class Run:
     def take_over(self, previous_run_id: str, max_step: int) -> None:
         """Continue ``previous_run_id``'s record in this run: a fit resumed from its checkpoint.
 
-        Copies the previous run's metric points up to ``max_step`` (the checkpoint's global
-        step; the points after it belong to the epoch the checkpoint does not hold), with their
-        steps and timestamps, so that this run's curves start at epoch 1; a (key, step) this run
-        already has is kept as it is. Tags ``resumed_from`` here and ``resumed_by`` there, and a
+        Copies the previous run's training curves (``FIT_METRICS``: train/*, val/*, epoch) up
+        to ``max_step`` (the checkpoint's global step; the points after it belong to the epoch
+        the checkpoint does not hold), with their steps and timestamps, so that this run's curves
+        start at epoch 1; a (key, step) this run already has is kept as it is. What the previous
+        run scored after its fit (test, tasks, cost, logged at that same step) is not copied:
+        this run scores its own. Tags ``resumed_from`` here and ``resumed_by`` there, and a
         previous run still RUNNING (its process was killed, e.g. SIGKILL, and could not end it)
         is marked FAILED. A previous run missing from this store is only logged.
         """
@@ -352,6 +356,8 @@ class Run:
         own = self.client.get_run(self.run_id).data.metrics
         points = []
         for key in previous.data.metrics:
+            if not key.startswith(FIT_METRICS):
+                continue
             have = set()
             if key in own:
                 have = {m.step for m in self.client.get_metric_history(self.run_id, key)}

@@ -119,6 +119,9 @@ def test_a_resumed_run_continues_the_killed_runs_record_in_mlflow(tmp_path):
     assert torch.load(last, weights_only=True)["mlflow_run_id"] == killed.info.run_id
     # a SIGKILL leaves the run RUNNING: nothing in the process could end it
     client.update_run(killed.info.run_id, status="RUNNING")
+    step = torch.load(last, weights_only=True)["global_step"]
+    for key in ("test/ppl", "sst2/test/accuracy", "cost/train_seconds"):  # as if killed later
+        client.log_metric(killed.info.run_id, key, -1.0, step=step)
 
     resumed = _Record()
     run(compose_train([*tracked, f"ckpt_path={last}"], tmp_path / "resumed"), callbacks=[resumed])
@@ -134,6 +137,10 @@ def test_a_resumed_run_continues_the_killed_runs_record_in_mlflow(tmp_path):
     assert list(per_step.values()) == pytest.approx(first.val_ppl + resumed.val_ppl)
     tokens = client.get_metric_history(new.info.run_id, "train/tokens")
     assert len(tokens) == 1  # logged by both runs at step 0: kept once
+    # what the killed run scored after its fit is not this run's
+    assert "sst2/test/accuracy" not in new.data.metrics
+    for key in ("test/ppl", "cost/train_seconds"):
+        assert -1.0 not in [m.value for m in client.get_metric_history(new.info.run_id, key)]
 
 
 def test_a_missing_checkpoint_is_a_clear_error_and_opens_no_run(tmp_path):
