@@ -20,6 +20,7 @@ import fcntl
 import hashlib
 import json
 import logging
+import os
 import subprocess
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -101,6 +102,9 @@ def config_hash(
     if isinstance(corpus, dict):
         for key in UNHASHED_CORPUS_KEYS:
             corpus.pop(key, None)
+    for files in FILE_KEYS:
+        for mapping, key in _found(data, files):
+            mapping[key] = _absolute(mapping[key])
     if data.get("ckpt_path") is not None and "fit" in (data.get("stages") or ["fit"]):
         data["ckpt_path"] = None  # a resumed fit continues the same computation
     # (without fit the checkpoint is the model scored: its path stays in the hash)
@@ -110,6 +114,18 @@ def config_hash(
         _drop_default(data, path, default)
     text = json.dumps(data, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+# The files a text_files corpus or a csv task reads: a relative path names a file by the
+# directory the run started in, so it is hashed as that absolute path (an absolute one as is).
+FILE_KEYS = (("corpus", "files", "*"), ("task", "*", "csv", "files", "*"))
+
+
+def _absolute(value: Any) -> Any:
+    if not isinstance(value, str) or not value:
+        return value
+    path = os.path.expanduser(value)
+    return path if os.path.isabs(path) else os.path.abspath(path)
 
 
 def _found(data: Any, path: tuple[str, ...]) -> list[tuple[dict, str]]:

@@ -186,6 +186,24 @@ def test_a_run_recorded_under_the_earlier_hash_is_still_skipped(tiny_cfg):
     assert again["test/ppl"] == first["test/ppl"]
 
 
+def test_relative_corpus_and_task_files_are_hashed_as_the_files_they_name(tmp_path, monkeypatch):
+    relative = [
+        "corpus=text_files",
+        *(f"corpus.files.{s}={s}.txt" for s in ("train", "valid", "test")),
+        "model=rule",
+        "task=[csv]",
+        "task.csv.csv.files.all=data.csv",
+    ]
+    hashes = {}
+    for where in ("a", "b"):
+        (tmp_path / where).mkdir()
+        monkeypatch.chdir(tmp_path / where)
+        hashes[where] = config_hash(compose_train(relative, tmp_path))
+    assert hashes["a"] != hashes["b"]  # same words, other files
+    absolute = [o.replace("=", f"={tmp_path / 'a'}/") if ".files." in o else o for o in relative]
+    assert config_hash(compose_train(absolute, tmp_path)) == hashes["a"]  # the same files
+
+
 def test_the_hash_of_a_study_job_is_pinned_and_its_earlier_form_matches_the_study(tmp_path):
     """If this fails, a change moved the hash of every finished run, and rerunning a study would
     redo all of it: register a new option in LATER_DEFAULTS instead, or keep the earlier form
