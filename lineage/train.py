@@ -350,6 +350,13 @@ def run(cfg: DictConfig, callbacks: Sequence = ()) -> dict[str, float]:
         if tracker is not None:
             tracker.log_metrics(data_statistics(datamodule))
             tracker.log_datasets(corpus_name, datamodule.describe())
+            if cfg.get("ckpt_path") and "fit" not in stages:  # the model scored is an input:
+                from lineage.data.sources import sha256_file  # replaced, the config is stale
+
+                scored = Path(str(cfg.ckpt_path)).absolute()
+                tracker.log_datasets(
+                    "checkpoint", {"model": {"uri": str(scored), "digest": sha256_file(scored)}}
+                )
             batching = model.batching()
             if batching.mode == "window":  # evaluation windows: each target scored once
                 tracker.log_params(

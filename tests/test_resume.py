@@ -209,3 +209,12 @@ def test_without_fit_the_checkpoint_is_the_model_scored(tmp_path):
     (mlrun,) = client.search_runs([client.get_experiment_by_name("scored").experiment_id])
     assert "resumed_from" not in mlrun.data.tags
     assert "stages=[validate,test]" in mlrun.data.tags.get("overrides", "")
+    # the same command again is skipped; once the file is replaced by another model, it runs
+    assert run(cfg)["test/ppl"] == scored["test/ppl"]
+    other = run(compose_train([*short, "seed=6"], tmp_path / "other"))
+    (other_best,) = (tmp_path / "other").rglob("best.ckpt")
+    best.write_bytes(other_best.read_bytes())
+    rescored = run(cfg)
+    assert len(client.search_runs([mlrun.info.experiment_id])) == 2
+    assert rescored["test/ppl"] == pytest.approx(other["test/ppl"], rel=1e-9)
+    assert rescored["test/ppl"] != pytest.approx(trained["test/ppl"], rel=1e-6)
