@@ -344,7 +344,9 @@ class Run:
 
         return RunLogger(tracking_uri=self.tracking_uri, run_id=self.run_id)
 
-    def take_over(self, previous_run_id: str, max_step: int) -> None:
+    def take_over(
+        self, previous_run_id: str, max_step: int, same_config: Sequence[str] = ()
+    ) -> None:
         """Continue ``previous_run_id``'s record in this run: a fit resumed from its checkpoint.
 
         Copies the previous run's training curves (``FIT_METRICS``: train/*, val/*, epoch) up
@@ -352,9 +354,12 @@ class Run:
         the checkpoint does not hold), with their steps and timestamps, so that this run's curves
         start at epoch 1; a (key, step) this run already has is kept as it is. What the previous
         run scored after its fit (test, tasks, cost, logged at that same step) is not copied:
-        this run scores its own. Tags ``resumed_from`` here and ``resumed_by`` there, and a
-        previous run still RUNNING (its process was killed, e.g. SIGKILL, and could not end it)
-        is marked FAILED. A previous run missing from this store is only logged.
+        this run scores its own. A previous run whose ``config_hash`` is not in ``same_config``
+        (this config's hashes) was another config: this run's hash becomes ``<own>+<previous>``,
+        so that it is not taken for a run of either config alone. Tags ``resumed_from`` here and
+        ``resumed_by`` there, and a previous run still RUNNING (its process was killed, e.g.
+        SIGKILL, and could not end it) is marked FAILED. A previous run missing from this store
+        is only logged.
         """
         from mlflow.entities import Metric
         from mlflow.exceptions import MlflowException
@@ -383,6 +388,18 @@ class Run:
         self._log_points(points)
         self.client.set_tag(self.run_id, "resumed_from", previous_run_id)
         self.client.set_tag(previous_run_id, "resumed_by", self.run_id)
+        theirs = previous.data.tags.get("config_hash", "")
+        if same_config and theirs and theirs not in same_config:
+            mine = self.client.get_run(self.run_id).data.tags.get("config_hash", "")
+            self.client.set_tag(self.run_id, "config_hash", f"{mine}+{theirs}")
+            log.warning(
+                "the checkpoint was written by run %s of another config (hash %s): this fit "
+                "continues it, and is recorded as neither config (hash %s+%s)",
+                previous_run_id,
+                theirs,
+                mine,
+                theirs,
+            )
         if previous.info.status == "RUNNING":
             self.client.set_terminated(previous_run_id, "FAILED")
         log.info(
@@ -570,6 +587,8 @@ def _finished_by_stored_config(
     )
     for found in runs:
         if "mlflow.parentRunId" in found.data.tags:  # a task's fine-tuning row, not a job
+            continue
+        if "+" in found.data.tags.get("config_hash", ""):  # continued another config's fit
             continue
         try:
             stored = json.loads(_download_text(client, found.info.run_id, "results.json"))

@@ -380,7 +380,13 @@ def run(cfg: DictConfig, callbacks: Sequence = ()) -> dict[str, float]:
                 *callbacks,
                 ResumeState(cfg.seed)
                 if tracker is None
-                else ResumeState(cfg.seed, tracker.run_id, on_resume=tracker.take_over),
+                else ResumeState(
+                    cfg.seed,
+                    tracker.run_id,
+                    on_resume=lambda run_id, step: tracker.take_over(
+                        run_id, step, config_hashes(cfg)
+                    ),
+                ),
             ],
             "default_root_dir": str(out_dir),
             **model.trainer_overrides(),

@@ -11,6 +11,7 @@ import pytest
 import torch
 from conftest import compose_train, tiny_corpus_overrides
 
+from lineage.tracking import config_hash
 from lineage.train import run
 
 OVERRIDES = [
@@ -137,10 +138,21 @@ def test_a_resumed_run_continues_the_killed_runs_record_in_mlflow(tmp_path):
     assert list(per_step.values()) == pytest.approx(first.val_ppl + resumed.val_ppl)
     tokens = client.get_metric_history(new.info.run_id, "train/tokens")
     assert len(tokens) == 1  # logged by both runs at step 0: kept once
+    assert new.data.tags["config_hash"] == old.data.tags["config_hash"]  # the same config
     # what the killed run scored after its fit is not this run's
     assert "sst2/test/accuracy" not in new.data.metrics
     for key in ("test/ppl", "cost/train_seconds"):
         assert -1.0 not in [m.value for m in client.get_metric_history(new.info.run_id, key)]
+    # continued under another config (seed 6 from seed 5's checkpoint): recorded as neither
+    other = [*[o for o in tracked if o != "seed=5"], "seed=6", f"ckpt_path={last}"]
+    run(compose_train(other, tmp_path / "other"))
+    latest = client.search_runs(
+        [killed.info.experiment_id], order_by=["attributes.start_time DESC"], max_results=1
+    )[0]
+    mine = config_hash(compose_train(other, tmp_path / "other"))
+    assert latest.data.tags["config_hash"] == f"{mine}+{old.data.tags['config_hash']}"
+    assert run(compose_train(other[:-1], tmp_path / "fresh"))["val/ppl"] > 0  # not skipped
+    assert len(client.search_runs([killed.info.experiment_id])) == 4
 
 
 def test_a_missing_checkpoint_is_a_clear_error_and_opens_no_run(tmp_path):
