@@ -626,6 +626,8 @@ def mlflow_run(
 ) -> Iterator[Run | None]:
     """Open a run for the block; FAILED if the block raises anything, FINISHED otherwise.
 
+    SIGTERM (``kill``, ``timeout``, a scheduler's cancel) raises ``SystemExit`` in the block, so
+    that it too ends the run FAILED, not left RUNNING (Lightning handles it during a fit).
     Yields ``None`` when tracking is disabled (``tracking=none``).
     """
     if not tracking.get("enabled", True):
@@ -638,9 +640,20 @@ def mlflow_run(
     )
     created = client.create_run(experiment_id, run_name=run_name, tags=dict(tags))
     run = Run(client, created.info.run_id, experiment_id, uri)
+    import signal
+    import threading
+
+    def terminated(signum, frame):
+        raise SystemExit(128 + signum)
+
+    main_thread = threading.current_thread() is threading.main_thread()
+    before = signal.signal(signal.SIGTERM, terminated) if main_thread else None
     try:
         yield run
     except BaseException:
         client.set_terminated(run.run_id, "FAILED")
         raise
+    finally:
+        if main_thread and before is not None:
+            signal.signal(signal.SIGTERM, before)
     client.set_terminated(run.run_id, "FINISHED")

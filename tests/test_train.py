@@ -106,6 +106,28 @@ class _Boom(L.Callback):
         raise RuntimeError("boom")
 
 
+def test_sigterm_outside_a_fit_ends_the_run_failed(tmp_path):
+    """Killed while it scores tasks or logs artifacts (``kill``, ``timeout``), a run is FAILED,
+    not left RUNNING; the handler it had before is restored."""
+    import os
+    import signal
+
+    from omegaconf import OmegaConf
+
+    from lineage.tracking import mlflow_run
+
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    tracking = OmegaConf.create({"enabled": True, "uri": uri, "experiment": "killed"})
+    before = signal.getsignal(signal.SIGTERM)
+    with pytest.raises(SystemExit) as exit_, mlflow_run(tracking, "r", {}):
+        os.kill(os.getpid(), signal.SIGTERM)
+    assert exit_.value.code == 128 + signal.SIGTERM
+    assert signal.getsignal(signal.SIGTERM) is before
+    client = MlflowClient(tracking_uri=uri)
+    (killed,) = client.search_runs([client.get_experiment_by_name("killed").experiment_id])
+    assert killed.info.status == "FAILED"
+
+
 def test_a_run_that_raises_ends_failed(tiny_cfg):
     cfg = tiny_cfg("model=rule", "study=raises", tracking="mlflow")
     with pytest.raises(RuntimeError, match="boom"):
