@@ -188,6 +188,21 @@ def _check_trainer_settings(trainer_cfg: DictConfig, model_cfg: DictConfig, mode
         )
 
 
+def _check_samples(samples: DictConfig) -> None:
+    """``samples.*`` are used after the test: a bad one is refused before anything runs."""
+    from lineage.data.sources import DataError
+
+    if samples.count < 0 or samples.max_new_tokens < 1:
+        raise DataError(
+            f"samples.count={samples.count}, samples.max_new_tokens={samples.max_new_tokens}: "
+            "use count >= 0 (0: no samples) and max_new_tokens >= 1"
+        )
+    if samples.temperature < 0:
+        raise DataError(f"samples.temperature={samples.temperature}: use >= 0 (0: greedy)")
+    if samples.top_k is not None and samples.top_k < 1:
+        raise DataError(f"samples.top_k={samples.top_k}: use >= 1, or null for no cut-off")
+
+
 def _check_ckpt_path(ckpt_path: str) -> None:
     if ckpt_path in ("last", "best", "hpc", "registry"):  # Lightning finds these itself
         return
@@ -267,6 +282,7 @@ def run(cfg: DictConfig, callbacks: Sequence = ()) -> dict[str, float]:
     )
 
     stages = _validate_stages(cfg.stages)
+    _check_samples(cfg.samples)
     _quiet_libraries()
     L.seed_everything(cfg.seed, workers=True)
     model_name = _hydra_choice("model", str(cfg.model.get("_target_", "model")).split(".")[-1])
