@@ -270,6 +270,15 @@ def ensure_experiment(client, name: str, artifact_location: str | None) -> str:
 
     with store_lock(str(client.tracking_uri)):
         experiment = client.get_experiment_by_name(name)
+        if experiment is not None and experiment.lifecycle_stage == "deleted":
+            from lineage.data.sources import DataError
+
+            raise DataError(
+                f"study {name!r} is experiment {experiment.experiment_id} of {client.tracking_uri}"
+                ", deleted (in the MLflow UI or with `mlflow experiments delete`): restore it "
+                f"(`mlflow experiments restore --experiment-id {experiment.experiment_id}`), or "
+                "name another study with study=<name>"
+            )
         if experiment is not None:
             if experiment.tags.get(EXPERIMENT_KIND_TAG[0]) != EXPERIMENT_KIND_TAG[1]:
                 client.set_experiment_tag(experiment.experiment_id, *EXPERIMENT_KIND_TAG)
@@ -520,7 +529,7 @@ def find_finished(
         return None
     client = open_client(uri)
     experiment = client.get_experiment_by_name(str(tracking.experiment))
-    if experiment is None:
+    if experiment is None or experiment.lifecycle_stage == "deleted":  # its runs are not kept
         return None
     wanted = [config_hash] if isinstance(config_hash, str) else list(config_hash)
     for one in wanted:

@@ -128,6 +128,17 @@ def test_sigterm_outside_a_fit_ends_the_run_failed(tmp_path):
     assert killed.info.status == "FAILED"
 
 
+def test_a_deleted_study_is_named_with_the_way_back(tiny_cfg):
+    from lineage.data.sources import DataError
+
+    cfg = tiny_cfg("model=rule", "study=gone", tracking="mlflow")
+    run(cfg)
+    client, experiment, _ = _runs(cfg)
+    client.delete_experiment(experiment.experiment_id)
+    with pytest.raises(DataError, match=r"study 'gone' is experiment .*, deleted .* restore it"):
+        run(cfg)  # not skipped by the deleted study's finished run
+
+
 def test_a_run_that_raises_ends_failed(tiny_cfg):
     cfg = tiny_cfg("model=rule", "study=raises", tracking="mlflow")
     with pytest.raises(RuntimeError, match="boom"):
