@@ -49,6 +49,7 @@ HASHED_AS_DEFAULT: dict[tuple[str, ...], Any] = {
     ("task", "*", "offline"): False,
     ("trainer", "enable_progress_bar"): True,
     ("trainer", "enable_model_summary"): False,
+    ("trainer", "log_every_n_steps"): 50,
 }
 # Defaults changed after studies had run, hashed as their earlier value in both forms of the
 # hash (config_hashes): trainer.max_epochs was 1 and never used (every family sets its own;

@@ -291,6 +291,7 @@ def run(cfg: DictConfig, callbacks: Sequence = ()) -> dict[str, float]:
     out_dir = _output_dir(cfg)
     out_dir.mkdir(parents=True, exist_ok=True)
 
+    user_tags = {str(k): str(v) for k, v in (cfg.get("tags") or {}).items()}
     tags = {
         "study": str(cfg.study),
         "model": model_name,
@@ -302,8 +303,16 @@ def run(cfg: DictConfig, callbacks: Sequence = ()) -> dict[str, float]:
         **git_info(),
         **_sweep_tags(),
         **_overrides_tag(cfg),
-        **{str(k): str(v) for k, v in (cfg.get("tags") or {}).items()},
     }
+    reserved = sorted(set(user_tags) & {*tags, "family", "era", "year", "adaptation"})
+    if reserved:
+        from lineage.data.sources import DataError
+
+        raise DataError(
+            f"tags.{reserved[0]}: a tag lineage sets itself (it identifies the run); "
+            "choose another name"
+        )
+    tags.update(user_tags)
     if not cfg.get("force", False):
         # A study may run some families with fewer seeds (tracking.only_seeds: {model: [seeds]}).
         planned = (cfg.tracking.get("only_seeds") or {}).get(model_name)

@@ -104,6 +104,7 @@ def test_a_trainer_setting_the_family_decides_names_the_key_to_use(tiny_cfg):
         (["model=glove", "model.max_epochs=0"], "model.max_epochs=0: use a whole number"),
         (["stages=[fit,tset]"], "unknown stage(s) ['tset']; use a list of fit, validate, test"),
         (["samples.temperature=-1"], "samples.temperature=-1.0: use >= 0 (0: greedy)"),
+        (["+tags.config_hash=x"], "tags.config_hash: a tag lineage sets itself"),
         (
             ["model=lstm_tiny", "+model.net.hiden=3"],
             "unexpected keyword argument 'hiden': not a setting of this config",

@@ -295,6 +295,7 @@ def test_config_hash_ignores_tags_and_locations_only(tmp_path):
         "task.polarity.offline=true",
         "trainer.enable_progress_bar=false",
         "trainer.enable_model_summary=true",
+        "trainer.log_every_n_steps=5",
     ):
         assert config_hash(compose_train([*task, where], tmp_path)) == th, where
     assert config_hash(compose_train([*task, "task.polarity.max_train=50"], tmp_path)) != th
