@@ -129,6 +129,16 @@ def _absolute(value: Any) -> Any:
     return path if os.path.isabs(path) else os.path.abspath(path)
 
 
+# What a fit does not read: a fit continued from a checkpoint of a config differing only here
+# (tasks scored after it, samples, stages) continues the same training.
+NOT_FIT_KEYS = ("hydra", "task", "samples", "stages", "ckpt_path")
+
+
+def fit_hash(cfg: DictConfig) -> str:
+    """The config hash of what a fit computes: the config without ``NOT_FIT_KEYS``."""
+    return config_hash(OmegaConf.masked_copy(cfg, [k for k in cfg if k not in NOT_FIT_KEYS]))
+
+
 def _found(data: Any, path: tuple[str, ...]) -> list[tuple[dict, str]]:
     """(mapping, key) of every key at ``path`` in nested dicts ("*" matches every key)."""
     if not isinstance(data, dict):
@@ -354,9 +364,7 @@ class Run:
 
         return RunLogger(tracking_uri=self.tracking_uri, run_id=self.run_id)
 
-    def take_over(
-        self, previous_run_id: str, max_step: int, same_config: Sequence[str] = ()
-    ) -> None:
+    def take_over(self, previous_run_id: str, max_step: int, fit: str = "") -> None:
         """Continue ``previous_run_id``'s record in this run: a fit resumed from its checkpoint.
 
         Copies the previous run's training curves (``FIT_METRICS``: train/*, val/*, epoch) up
@@ -364,9 +372,10 @@ class Run:
         the checkpoint does not hold), with their steps and timestamps, so that this run's curves
         start at epoch 1; a (key, step) this run already has is kept as it is. What the previous
         run scored after its fit (test, tasks, cost, logged at that same step) is not copied:
-        this run scores its own. A previous run whose ``config_hash`` is not in ``same_config``
-        (this config's hashes) was another config: this run's hash becomes ``<own>+<previous>``,
-        so that it is not taken for a run of either config alone. Tags ``resumed_from`` here and
+        this run scores its own. A previous run whose ``fit_hash`` tag is not ``fit`` (this
+        config's :func:`fit_hash`) trained another config: this run's hash becomes
+        ``<own>+<previous>``, so that it is not taken for a run of either config alone (runs
+        logged before the tag existed are not compared). Tags ``resumed_from`` here and
         ``resumed_by`` there, and a previous run still RUNNING (its process was killed, e.g.
         SIGKILL, and could not end it) is marked FAILED. A previous run missing from this store
         is only logged.
@@ -398,8 +407,9 @@ class Run:
         self._log_points(points)
         self.client.set_tag(self.run_id, "resumed_from", previous_run_id)
         self.client.set_tag(previous_run_id, "resumed_by", self.run_id)
-        theirs = previous.data.tags.get("config_hash", "")
-        if same_config and theirs and theirs not in same_config:
+        their_fit = previous.data.tags.get("fit_hash", "")
+        if fit and their_fit and their_fit != fit:
+            theirs = previous.data.tags.get("config_hash", "")
             mine = self.client.get_run(self.run_id).data.tags.get("config_hash", "")
             self.client.set_tag(self.run_id, "config_hash", f"{mine}+{theirs}")
             log.warning(

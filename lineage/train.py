@@ -275,6 +275,7 @@ def run(cfg: DictConfig, callbacks: Sequence = ()) -> dict[str, float]:
         config_hash,
         config_hashes,
         find_finished,
+        fit_hash,
         flatten,
         git_info,
         mlflow_run,
@@ -299,6 +300,7 @@ def run(cfg: DictConfig, callbacks: Sequence = ()) -> dict[str, float]:
         "seed": str(cfg.seed),
         "tasks": ",".join(["perplexity", *(cfg.get("task") or {})]),
         "config_hash": config_hash(cfg),
+        "fit_hash": fit_hash(cfg),
         "lineage_version": __version__,
         **git_info(),
         **_sweep_tags(),
@@ -408,9 +410,7 @@ def run(cfg: DictConfig, callbacks: Sequence = ()) -> dict[str, float]:
                 else ResumeState(
                     cfg.seed,
                     tracker.run_id,
-                    on_resume=lambda run_id, step: tracker.take_over(
-                        run_id, step, config_hashes(cfg)
-                    ),
+                    on_resume=lambda run_id, step: tracker.take_over(run_id, step, fit_hash(cfg)),
                 ),
             ],
             "default_root_dir": str(out_dir),

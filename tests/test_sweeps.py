@@ -282,6 +282,17 @@ def test_config_hash_ignores_tags_and_locations_only(tmp_path):
         for x in ("a", "b")
     }
     assert len(scored_hashes) == 2  # without fit, the checkpoint scored is the model
+    # what a fit computes: not the tasks scored after it, the samples or the stages
+    from lineage.tracking import fit_hash
+
+    fh = fit_hash(base)
+    for other in ("task=[polarity]", "samples.count=0", "stages=[fit]"):
+        assert (
+            fit_hash(compose_train([*tiny_corpus_overrides(), "model=rule", other], tmp_path)) == fh
+        )
+    assert (
+        fit_hash(compose_train([*tiny_corpus_overrides(), "model=rule", "seed=1"], tmp_path)) != fh
+    )
     assert (
         config_hash(compose_train([*tiny_corpus_overrides(), "model=rule", "seed=1"], tmp_path))
         != h
