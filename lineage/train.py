@@ -203,8 +203,9 @@ def _check_samples(samples: DictConfig) -> None:
         raise DataError(f"samples.top_k={samples.top_k}: use >= 1, or null for no cut-off")
 
 
-def _check_ckpt_path(ckpt_path: str) -> None:
-    if ckpt_path in ("last", "best", "hpc", "registry"):  # Lightning finds these itself
+def _check_ckpt_path(ckpt_path: str, fit: bool = True) -> None:
+    """A checkpoint file; with ``fit``, also a name Lightning resolves itself (``last`` …)."""
+    if fit and ckpt_path in ("last", "best", "hpc", "registry"):
         return
     if not Path(ckpt_path).is_file():
         from lineage.data.sources import DataError
@@ -223,12 +224,7 @@ def _load_checkpoint_weights(model, ckpt_path: str) -> None:
 
     from lineage.data.sources import DataError
 
-    if not Path(ckpt_path).is_file():
-        raise DataError(
-            f"ckpt_path={ckpt_path}: without fit in stages the checkpoint is the model to score; "
-            "give its file (e.g. <run dir>/checkpoints/best.ckpt)"
-        )
-    try:  # a file the user names, loaded as Lightning loads it (not only tensors)
+    try:  # a file the user names (_check_ckpt_path), loaded as Lightning loads it
         checkpoint = torch.load(ckpt_path, map_location="cpu", weights_only=False)
         model.on_load_checkpoint(checkpoint)
         model.load_state_dict(checkpoint["state_dict"])
@@ -358,7 +354,7 @@ def run(cfg: DictConfig, callbacks: Sequence = ()) -> dict[str, float]:
 
         task_data = check_task_settings(cfg.task, model)
     if cfg.get("ckpt_path"):
-        _check_ckpt_path(str(cfg.ckpt_path))
+        _check_ckpt_path(str(cfg.ckpt_path), fit="fit" in stages)
         if "fit" not in stages:
             _load_checkpoint_weights(model, str(cfg.ckpt_path))
     tags.update({"family": model.family, "era": model.era, "year": str(model.year)})
