@@ -326,7 +326,7 @@ def test_every_task_config_composes_and_parses(tmp_path):
     cfg = compose_train([f"task=[{','.join(names)}]", "task.sst2.probe.C=[1]"], tmp_path)
     parsed = {name: parse_task_config(name, cfg.task[name]) for name in names}
     assert parsed["sst2"].probe.C == [1]
-    # conf/task/common/defaults.yaml states the same defaults as the dataclasses
+    # conf/task_defaults.yaml states the same defaults as the dataclasses
     assert asdict(parsed["ag_news"].probe) == asdict(ProbeConfig())
     assert asdict(parsed["ag_news"].finetune) == asdict(FinetuneConfig())
 
