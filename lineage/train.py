@@ -188,6 +188,40 @@ def _check_trainer_settings(trainer_cfg: DictConfig, model_cfg: DictConfig, mode
         )
 
 
+def _check_trainer_builds(trainer_cfg: DictConfig, model, out_dir: Path) -> None:
+    """Lightning checks ``accelerator``, ``precision``, ``devices`` … when a Trainer is built,
+    and the run's Trainer is built inside the MLflow run (it carries the run's logger): one
+    built here first, without logger or callbacks, turns a bad value into a one-line error
+    before the run opens instead of a FAILED run in the study."""
+    from hydra.errors import InstantiationException
+
+    from lineage.data.sources import DataError
+
+    lightning_log = logging.getLogger("lightning.pytorch")
+    level = lightning_log.level
+    lightning_log.setLevel(logging.WARNING)  # its device summary is printed by the real one
+    try:
+        instantiate(
+            trainer_cfg,
+            **{
+                **model.trainer_overrides(),
+                "logger": False,
+                "callbacks": [],
+                "enable_checkpointing": False,
+                "default_root_dir": str(out_dir),
+            },
+        )
+    except InstantiationException as err:
+        cause = err.__cause__ or err
+        unknown = "not a Trainer setting; " if isinstance(cause, TypeError) else ""
+        raise DataError(
+            f"trainer: {cause} ({unknown}`lineage-train <your overrides> --cfg job` shows the "
+            "trainer.* settings)"
+        ) from err
+    finally:
+        lightning_log.setLevel(level)
+
+
 def _check_samples(samples: DictConfig) -> None:
     """``samples.*`` are used after the test: a bad one is refused before anything runs."""
     from lineage.data.sources import DataError
@@ -347,6 +381,7 @@ def run(cfg: DictConfig, callbacks: Sequence = ()) -> dict[str, float]:
     datamodule.setup()
     model = instantiate(cfg.model, vocab=datamodule.vocab.itos)
     _check_trainer_settings(cfg.trainer, cfg.model, model)
+    _check_trainer_builds(cfg.trainer, model, out_dir)
     datamodule.set_batching(model.batching())
     task_data = None
     if cfg.get("task"):  # a bad task setting or file fails here, not after the fit

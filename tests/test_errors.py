@@ -126,6 +126,28 @@ def test_a_setting_a_constructor_refuses_is_one_line(
     assert err[-1].startswith("lineage-train: ") and message in err[-1]
 
 
+@pytest.mark.parametrize(
+    "override,message",
+    [
+        ("trainer.accelerator=bogus", "trainer: You selected an invalid accelerator name"),
+        ("+trainer.precision=bogus", "trainer: Precision 'bogus' is invalid"),
+        ("+trainer.nonsense=1", "argument 'nonsense' (not a Trainer setting;"),
+    ],
+)
+def test_a_trainer_setting_lightning_refuses_leaves_no_run(override, message, tiny_cfg):
+    """Lightning checks these when the Trainer is built: before the MLflow run opens, so the
+    study keeps no FAILED run for a typo."""
+    from mlflow import MlflowClient
+
+    cfg = tiny_cfg("model=ngram", override, "study=trainer_typo", tracking="mlflow")
+    with pytest.raises(DataError) as err:
+        run(cfg)
+    assert message in str(err.value)
+    client = MlflowClient(tracking_uri=cfg.tracking.uri)
+    experiment = client.get_experiment_by_name(cfg.tracking.experiment)
+    assert experiment is None or client.search_runs([experiment.experiment_id]) == []
+
+
 def test_bad_ngram_order_names_the_value(tiny_cfg):
     cfg = tiny_cfg("model=ngram", "model.lm.order=9")
     with pytest.raises(Exception) as err:
