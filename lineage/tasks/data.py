@@ -32,6 +32,7 @@ import io
 import os
 import re
 import tarfile
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -631,7 +632,18 @@ def read_csv_split(path: Path, cfg: CsvConfig, name: str) -> tuple[list[str], li
     label_col = _column(cfg.label_column, header, str(path), f"task.{name}.csv.label_column")
     texts, labels = [], []
     need = max([*text_cols, label_col])
+    # a row longer than the header (or, without one, than most rows) has a delimiter inside a
+    # field: its columns are shifted, and reading on would mislabel it without a word
+    width = len(header) if header else Counter(len(r) for _, r in body).most_common(1)[0][0]
     for i, row in body:
+        if len(row) > width:
+            raise DataError(
+                f"{where}: {path}:{i} has {len(row)} fields, "
+                f"{'the header has' if header else 'most rows have'} {width}: a "
+                f'{cfg.delimiter!r} inside a text? Quote that field ("...")'
+                f"{'' if cfg.quoting else f' with task.{name}.csv.quoting=true'} or set "
+                f"task.{name}.csv.delimiter to one the texts do not contain"
+            )
         if len(row) <= need:
             raise DataError(
                 f"{where}: {path}:{i} has {len(row)} fields, column {need} is needed "

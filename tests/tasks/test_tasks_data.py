@@ -275,6 +275,25 @@ def test_csv_stray_quote_is_an_error_with_the_line_and_the_fix(tmp_path):
     assert labels == ["pos", "neg", "pos"]
 
 
+@pytest.mark.parametrize("header", [True, False])
+def test_csv_row_with_a_delimiter_in_its_text_is_an_error_not_shifted_columns(header, tmp_path):
+    path = tmp_path / "reviews.csv"
+    rows = "great film,pos\ndull,neg\ngreat, really great,pos\nfine,pos\n"
+    path.write_text(("text,label\n" if header else "") + rows)
+    cfg = CsvConfig(files={"all": str(path)}, header=header, text_columns=[0], label_column=1)
+    with pytest.raises(DataError) as err:
+        read_csv_split(path, cfg, "mine")
+    width = "the header has 2" if header else "most rows have 2"
+    assert str(err.value) == (
+        f"task 'mine': {path}:{4 if header else 3} has 3 fields, {width}: a ',' inside a text? "
+        'Quote that field ("...") or set task.mine.csv.delimiter to one the texts do not contain'
+    )
+    path.write_text(("text,label\n" if header else "") + rows.replace("great, really great",
+                    '"great, really great"'))  # fmt: skip
+    texts, labels = read_csv_split(path, cfg, "mine")
+    assert texts[2] == "great, really great" and labels == ["pos", "neg", "pos", "pos"]
+
+
 def test_csv_in_another_encoding_names_the_line_and_the_setting(tmp_path):
     path = tmp_path / "latin.csv"
     path.write_bytes("text,label\nfine,a\ncaf\u00e9 au lait,b\n".encode("latin-1"))
