@@ -17,6 +17,7 @@ import sys
 import zlib
 from pathlib import Path
 
+import numpy as np
 import pytest
 from conftest import CONF
 from mlflow.entities import Metric, Param
@@ -26,6 +27,7 @@ from lineage.report import collect
 from lineage.report.plots import FIGURES, curves
 from lineage.report.summary import (
     dashboard_url,
+    footer_lines,
     missing_runs,
     planned_runs,
     provenance,
@@ -310,6 +312,74 @@ def test_a_job_that_fine_tunes_two_tasks_keeps_both_child_runs():
     made = provenance(table, rows, study="s", name="s", planned=[], missing=[])
     assert made["git_dirty_runs"] == 0 and made["lineage_versions"] == []
     assert made["runs_in_table"] == 6
+
+
+def _lstm_job(run_id, day, seed, fit, **metrics):
+    values = {f"metrics.{k}": str(v) for k, v in metrics.items()}
+    return {"run_id": run_id, "start_time": f"2026-01-{day:02d}", "tags.model": "lstm_small",
+            "tags.family": "lstm", "tags.year": "1997", "tags.corpus": "ptb",
+            "tags.seed": str(seed), "tags.config_hash": f"{run_id}-h", "tags.fit_hash": fit,
+            "tags.adaptation": "probe", **values}  # fmt: skip
+
+
+def test_a_rerun_with_other_tasks_keeps_the_earlier_tasks_of_the_same_training():
+    """The same LM (``fit_hash``) scored on SST-2, then on SMS spam: the seed has both; another
+    training supersedes it, and takes its fine-tuning child with it."""
+    sst2, sms = "sst2/test/accuracy", "sms_spam/test/accuracy"
+    rows = [
+        _lstm_job("a0", 1, 0, "f0", **{"test/ppl": 120, sst2: 0.80}),
+        _lstm_job("b0", 2, 0, "f0", **{"test/ppl": 121, sms: 0.95}),
+        _lstm_job("a1", 3, 1, "f1", **{"test/ppl": 118, sst2: 0.82}),
+        # seed 2: trained with fine-tuning, then trained again otherwise (another fit_hash)
+        _lstm_job("c2", 4, 2, "old", **{"test/ppl": 999, sst2: 0.10}),
+        {**_lstm_job("c2-ft", 4, 2, "old", **{sst2: 0.99}), "parent_run_id": "c2",
+         "tags.adaptation": "finetune", "tags.task": "sst2"},
+        _lstm_job("d2", 5, 2, "new", **{"test/ppl": 119, sst2: 0.84}),
+    ]  # fmt: skip
+    specs = OmegaConf.to_container(OmegaConf.load(CONF / "report.yaml").table.columns)
+    table = build_table(rows, specs, {"sst2": "SST-2", "sms_spam": "SMS spam"})
+    assert (table.superseded, table.folded) == (2, 1)  # c2 and its child; a0 into b0
+    row = _row(table, "lstm_small")
+    assert row["n"] == 3
+    assert row["sst2_acc.mean"] == pytest.approx(0.82) and row["sst2_acc.n"] == 3
+    assert row["sms_spam_acc.n"] == 1
+    assert row["test_ppl.mean"] == pytest.approx(np.mean([121, 118, 119]))  # the latest's own
+    assert list(table.frame["adaptation"]) == ["probe"]  # no fine-tuning row from c2's child
+    assert sorted(table.runs["run_id"]) == ["a1", "b0", "d2"]
+    # without the tag (runs logged before it) an older run is superseded, never merged
+    untagged = [{k: v for k, v in r.items() if k != "tags.fit_hash"} for r in rows[:2]]
+    table = build_table(untagged, specs, {})
+    assert (table.superseded, table.folded) == (1, 0)
+    assert "sst2_acc.mean" not in table.frame or table.frame["sst2_acc.n"].eq(0).all()
+
+
+def test_a_task_column_counts_only_the_newest_task_version_of_its_row():
+    """SMS spam version 2 dropped messages that leaked from train into test: seeds scored on
+    version 1 are not averaged with those on version 2 (they are named under the table)."""
+    sms = "sms_spam/test/accuracy"
+    rows = [
+        {**_lstm_job("v1", 1, 0, "f0", **{sms: 0.90}), "params.task.sms_spam.source": "sms_spam"},
+        {**_lstm_job("v2", 2, 1, "f1", **{sms: 0.96}), "params.task.sms_spam.source": "sms_spam",
+         "params.task.sms_spam.version": "2"},
+        {**_lstm_job("v2-ft", 3, 1, "f1", **{sms: 0.99}), "parent_run_id": "v2",
+         "tags.adaptation": "finetune", "tags.task": "sms_spam"},
+        {**_lstm_job("v1-ft", 3, 0, "f0", **{sms: 0.20}), "parent_run_id": "v1",
+         "tags.adaptation": "finetune", "tags.task": "sms_spam"},
+    ]  # fmt: skip
+    specs = OmegaConf.to_container(OmegaConf.load(CONF / "report.yaml").table.columns)
+    table = build_table(rows, specs, {"sms_spam": "SMS spam"})
+    probe, finetune = _row(table, "lstm_small", "probe"), _row(table, "lstm_small", "finetune")
+    assert (probe["sms_spam_acc.mean"], probe["sms_spam_acc.n"]) == (pytest.approx(0.96), 1)
+    # a child run has its job's version
+    assert (finetune["sms_spam_acc.mean"], finetune["sms_spam_acc.n"]) == (pytest.approx(0.99), 1)
+    assert table.notes == [
+        "lstm_small, SMS spam acc. (%): 1 run(s) of task version 1 left out, version 2 counted",
+        "lstm_small (finetune), SMS spam acc. (%): 1 run(s) of task version 1 left out, "
+        "version 2 counted",
+    ]
+    made = provenance(table, rows, study="s", name="s", planned=[], missing=[])
+    assert made["notes"] == table.notes
+    assert footer_lines(made)[-1] == f"Left out: {table.notes[-1]}."
 
 
 def test_rows_follow_the_lineage_then_the_year():

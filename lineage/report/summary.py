@@ -236,6 +236,8 @@ def provenance(
         "runs_in_table": int(len(runs)),
         "runs_in_csv": len(rows),
         "superseded": int(table.superseded),
+        "folded": int(table.folded),
+        "notes": list(table.notes),
         "planned_runs": len(planned),
         "missing_runs": [str(p) for p in missing],
         "git_shas": dict(sorted(shas.items())),
@@ -293,7 +295,13 @@ def footer_lines(prov: Mapping[str, Any]) -> list[str]:
     )
     runs = (
         f"{prov['runs_in_table']} runs in the table ({prov['runs_in_csv']} in runs.csv, "
-        f"{prov['superseded']} superseded)"
+        f"{prov['superseded']} superseded"
+        + (
+            f", {prov['folded']} folded into a later run of the same training"
+            if prov.get("folded")
+            else ""
+        )
+        + ")"
     )
     if prov["planned_runs"]:
         done = prov["planned_runs"] - len(prov["missing_runs"])
@@ -305,6 +313,7 @@ def footer_lines(prov: Mapping[str, Any]) -> list[str]:
         f"Config hashes: {hashes}.",
         f"Generated: {prov['generated']} ({prov['generated_from']}) by `{prov['command']}`.",
     ]
+    lines += [f"Left out: {note}." for note in prov.get("notes", [])]
     return lines
 
 
@@ -644,6 +653,8 @@ def runs_summary(study: str, result: Mapping[str, Any]) -> str:
     prov = result["provenance"]
     in_table = prov["runs_in_table"]
     superseded = f", {prov['superseded']} superseded" if prov["superseded"] else ""
+    if prov.get("folded"):
+        superseded += f", {prov['folded']} folded into a later run of the same training"
     if result["store_runs"] is None:
         store = f"not read from the store ({result['store_note']})"
     else:

@@ -8,13 +8,15 @@ what it computes, e.g. ``model.lm.order=2``: a sweep's points; none on runs reco
 tag existed) is part of its row: each sweep point is its own row, named ``ngram
 [model.lm.order=2]``, after the model's row without overrides. Each metric column holds the mean,
 the sample standard deviation (n - 1) and the count over the row's seeds; a row's seed appears once
-(its latest run; older runs of the same model, overrides, corpus, adaptation and seed, e.g. under
-an earlier code version whose config hash moved, are counted as superseded). Columns come from the
-report config (``table.columns``); a column whose metric contains ``{task}`` repeats for every
-task found in the runs' metric names. A cell with no value is "—": the family cannot do it (a
-word2vec perplexity) or did not report it. The best value of a column is marked among the rows
-of the same corpus, except for metrics that do not depend on the corpus (see
-:func:`compared_across_corpora`).
+(its latest run, whose gaps older runs of the same training fill, e.g. the same LM scored on
+other tasks; older runs of another training, e.g. under an earlier code version whose config hash
+moved, are superseded, with their fine-tuning children). A task column counts the runs of the
+row's newest task version only (``task.<name>.version``; the rest are named in
+:attr:`StudyTable.notes`). Columns come from the report config (``table.columns``); a column
+whose metric contains ``{task}`` repeats for every task found in the runs' metric names. A cell
+with no value is "—": the family cannot do it (a word2vec perplexity) or did not report it. The
+best value of a column is marked among the rows of the same corpus, except for metrics that do
+not depend on the corpus (see :func:`compared_across_corpora`).
 
 The one DataFrame (:attr:`StudyTable.frame`) holds numbers; the renderers only format it.
 """
@@ -120,6 +122,8 @@ class StudyTable:
         columns: the metric columns, in order.
         runs: the runs used (one per row and seed), as numbers where numeric.
         superseded: runs left out because a later run of the same row and seed exists.
+        folded: older runs of the same training whose values fill a later run's gaps.
+        notes: what the table left out that a reader should know (older task versions).
         show_corpus: rows come from more than one corpus (a Corpus column; bests per corpus).
         show_adaptation: some row has an adaptation (an Adaptation column).
         show_overrides: some row has overrides (its Model cell names them; an ``overrides``
@@ -130,6 +134,7 @@ class StudyTable:
     columns: list[Column]
     runs: pd.DataFrame
     superseded: int = 0
+    folded: int = 0
     show_corpus: bool = False
     show_adaptation: bool = False
     show_overrides: bool = False
@@ -212,16 +217,9 @@ def build_table(
         runs.loc[orphan, "tags.overrides"] = [
             of_job.get(p, "") for p in runs.loc[orphan, "parent_run_id"]
         ]
-    # one run per (row, seed, task of a child run): the latest; a job's fine-tuning of two
-    # tasks is two child runs that fold into one row, each giving its task's columns
-    runs = runs.sort_values(["start_time", "run_id"], ascending=[False, True], kind="stable")
     keys = ["tags.model", "tags.overrides", "tags.corpus", "_variant"]
+    runs, superseded, folded = _latest_runs(runs.assign(**_task_versions(runs)), keys)
     seed_key = runs["tags.seed"].astype("string").fillna(runs["run_id"]).rename("_seed")
-    task_key = runs["tags.task"].where(runs["_variant"] != "", "")
-    before = len(runs)
-    runs = runs.loc[~pd.concat([runs[keys], seed_key, task_key], axis=1).duplicated()]
-    superseded = before - len(runs)
-    seed_key = seed_key.loc[runs.index]
 
     records = []
     for (model, overrides, corpus, variant), group in runs.groupby(keys, sort=False, dropna=False):
@@ -237,12 +235,14 @@ def build_table(
             "corpus": corpus,
             "n": int(seed_key.loc[group.index].nunique()),
         }
+        record["_notes"] = notes = []
         for column in columns:
             name, needed = f"metrics.{column.metric}", f"metrics.{column.requires}"
             values = group[name] if name in group else pd.Series(dtype=float)
             if column.requires:
                 values = values[group[needed].notna()] if needed in group else values.iloc[:0]
-            values = values.dropna().to_numpy(float)
+            values = _newest_task_version(values.dropna(), group, column, notes)
+            values = values.to_numpy(float)
             record[f"{column.key}.mean"] = float(values.mean()) if values.size else np.nan
             record[f"{column.key}.sd"] = float(values.std(ddof=1)) if values.size > 1 else np.nan
             record[f"{column.key}.n"] = int(values.size)
@@ -273,8 +273,13 @@ def build_table(
         )
 
     records.sort(key=order)
+    notes = []
+    for r in records:
+        label = row_label(r["model"], r["overrides"])
+        label += f" ({r['_variant']})" if r["_variant"] else ""
+        notes += [f"{label}, {note}" for note in r["_notes"]]
     frame = pd.DataFrame(
-        [{k: v for k, v in r.items() if k not in ("_size", "_variant")} for r in records]
+        [{k: v for k, v in r.items() if k not in ("_size", "_variant", "_notes")} for r in records]
     )
     frame["year"] = frame["year"].astype("Int64")
     for column in columns:
@@ -286,12 +291,85 @@ def build_table(
     return StudyTable(
         frame,
         columns,
-        runs.drop(columns="_variant"),
+        runs.drop(columns=["_variant", *(c for c in runs if c.startswith("_version."))]),
         superseded,
+        folded,
         show_corpus=frame["corpus"].nunique() > 1,
         show_adaptation=bool((frame["adaptation"] != "").any()),
         show_overrides=bool((frame["overrides"] != "").any()),
+        notes=notes,
     )
+
+
+def _task_versions(runs: pd.DataFrame) -> dict[str, pd.Series]:
+    """``_version.{task}``: the task's loader version of each run that configured it (a child
+    run's from its job's params; a run logged before the key existed: version 1), else NaN."""
+    versions = {}
+    parent_of = runs["parent_run_id"]
+    for column in runs.columns:
+        match = re.fullmatch(r"params\.task\.([^.]+)\.source", column)
+        if match is None:
+            continue
+        task = match.group(1)
+        given = runs.get(f"params.task.{task}.version", pd.Series(np.nan, runs.index))
+        version = pd.to_numeric(given, errors="coerce")
+        version = version.where(runs[column].isna() | version.notna(), 1.0)
+        by_id = dict(zip(runs["run_id"], version, strict=True))
+        child = (parent_of != "") & version.isna()
+        version[child] = [by_id.get(p, np.nan) for p in parent_of[child]]
+        versions[f"_version.{task}"] = version
+    return versions
+
+
+def _latest_runs(runs: pd.DataFrame, keys: list[str]) -> tuple[pd.DataFrame, int, int]:
+    """One run per (row, seed; a child run's task): the latest, whose values are filled from
+    older runs of the same training (``fit_hash``: e.g. the same LM scored on other tasks).
+
+    Older runs of another training are superseded, with their fine-tuning children: a child
+    only counts while its job does. Runs without a ``fit_hash`` (logged before the tag) are
+    never filled from. Returns the runs, the number superseded and the number folded into a
+    later run.
+    """
+    runs = runs.sort_values(["start_time", "run_id"], ascending=[False, True], kind="stable")
+    seed_key = runs["tags.seed"].astype("string").fillna(runs["run_id"]).rename("_seed")
+    task_key = runs["tags.task"].where(runs["_variant"] != "", "").rename("_task")
+    ident = pd.concat([runs[keys], seed_key, task_key], axis=1).apply(tuple, axis=1)
+    fit = runs["tags.fit_hash"].fillna("") if "tags.fit_hash" in runs else pd.Series("", runs.index)
+    job = runs["_variant"] == ""
+    first = ~ident.duplicated()
+    same_training = job & (fit != "") & fit.eq(fit.groupby(ident).transform("first"))
+    kept_job = job & (first | same_training)
+    dropped_jobs = set(runs.loc[job & ~kept_job, "run_id"])
+    child = ~job & ~runs["parent_run_id"].isin(dropped_jobs)
+    latest_child = ~ident[child].duplicated()  # the latest of the children whose job counts
+    kept = runs.loc[kept_job | latest_child.reindex(runs.index, fill_value=False)]
+    superseded = len(runs) - len(kept)
+    ident = ident.loc[kept.index]
+    folded = int(ident.duplicated().sum())
+    if folded:  # the latest run first: groupby.first takes its values, then older ones' gaps
+        codes = pd.Series(pd.factorize(ident)[0], index=kept.index)
+        kept = kept.groupby(codes, sort=False).first()
+        kept.index = ident.drop_duplicates().index
+    return kept, superseded, folded
+
+
+def _newest_task_version(
+    values: pd.Series, group: pd.DataFrame, column: Column, notes: list[str]
+) -> pd.Series:
+    """A task column's values from the runs of the newest task version in the row: a version
+    bump changed what the task's test set is, so older runs' values are left out (noted)."""
+    name = f"_version.{column.metric.split('/')[0]}"
+    if name not in group or values.empty:
+        return values
+    version = group.loc[values.index, name].fillna(1.0)
+    newest = version.max()
+    older = version < newest
+    if older.any():
+        notes.append(
+            f"{column.header}: {int(older.sum())} run(s) of task version "
+            f"{int(version[older].max())} left out, version {int(newest)} counted"
+        )
+    return values[~older]
 
 
 def compared_across_corpora(column: Column) -> bool:
