@@ -37,6 +37,7 @@ from lineage.report.summary import (
 from lineage.report.table import (
     Column,
     build_table,
+    compared_across_corpora,
     format_count,
     format_value,
     natural_key,
@@ -597,6 +598,16 @@ def test_bests_are_found_within_each_corpus():
     markdown = render_files(table, prov, "s", "t")["table.md"]
     assert "within each corpus for what is measured on the corpus" in markdown
     assert "**90.00**" not in markdown and "| **300.00** |" in markdown
+
+
+@pytest.mark.parametrize(
+    "metric,across",
+    [("apple/test/accuracy", True), ("intrinsic/simlex_spearman", True), ("val/ppl", False),
+     ("test/bits_per_token", False), ("cost/params", False), ("sst2/lm/val_ppl", False)],
+)  # fmt: skip
+def test_what_is_compared_across_corpora(metric, across):
+    # a task whose name holds "ppl" is still a task; an LM's perplexity on a task's texts is not
+    assert compared_across_corpora(Column("k", metric, "h")) is across
 
 
 # ----- files, regeneration, runs.csv --------------------------------------------------------
