@@ -100,6 +100,11 @@ def load_task(name: str, cfg: TaskConfig) -> TaskData:
         subsample(data, "train", cfg.max_train, cfg.dev_seed)
         if len(set(data.labels["train"])) < 2:
             raise DataError(f"task {name!r}: train has fewer than two classes")
+    elif cfg.max_train is not None:  # cross-validated: no train split to cut
+        raise DataError(
+            f"task.{name}.max_train={cfg.max_train}: the task is cross-validated over all its "
+            f"{len(data.texts['all'])} texts, it has no train split to cut; leave it unset"
+        )
     if cfg.cv_folds and "all" not in data.texts:
         raise DataError(f"task {name!r}: cv_folds needs a task without given splits")
     return data

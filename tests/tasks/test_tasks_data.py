@@ -38,6 +38,13 @@ def test_polarity_is_gensims_200_sentences():
     assert sorted(data.labels["all"]).count("neg") == 100
     assert any("—" in t for t in data.texts["all"])  # cp1252 0x97, decoded
     assert len(data.files["all"]["digest"]) == 64
+    cut = {"source": "polarity", "cv_folds": 5, "max_train": 50}
+    with pytest.raises(DataError) as err:  # no train split: the setting would be ignored
+        load_task("polarity", parse_task_config("polarity", cut))
+    assert str(err.value) == (
+        "task.polarity.max_train=50: the task is cross-validated over all its 200 texts, it has "
+        "no train split to cut; leave it unset"
+    )
 
 
 def test_sst2_standard_setting_from_the_shared_copy(shared_data):
