@@ -346,7 +346,14 @@ def test_a_rerun_with_other_tasks_keeps_the_earlier_tasks_of_the_same_training()
     assert row["sms_spam_acc.n"] == 1
     assert row["test_ppl.mean"] == pytest.approx(np.mean([121, 118, 119]))  # the latest's own
     assert list(table.frame["adaptation"]) == ["probe"]  # no fine-tuning row from c2's child
-    assert sorted(table.runs["run_id"]) == ["a1", "b0", "d2"]
+    assert sorted(table.runs["run_id"]) == ["a0", "a1", "b0", "d2"]  # the runs whose values count
+    made = provenance(table, rows, study="s", name="s", planned=[], missing=[])
+    assert (made["runs_in_table"], made["superseded"], made["folded"]) == (4, 2, 1)
+    assert made["config_hashes"]["lstm_small (probe)"] == ["b0-h", "a0-h", "a1-h", "d2-h"]
+    assert footer_lines(made)[0] == (
+        "Runs: 4 runs in the table (6 in runs.csv, 2 superseded, 1 folded into a later run of "
+        "the same training)."
+    )
     # without the tag (runs logged before it) an older run is superseded, never merged
     untagged = [{k: v for k, v in r.items() if k != "tags.fit_hash"} for r in rows[:2]]
     table = build_table(untagged, specs, {})

@@ -125,10 +125,11 @@ def curves(table: StudyTable, metric: str = "val/ppl") -> list[tuple[int, str, l
             & (jobs["tags.overrides"] == overrides)
             & (jobs["tags.corpus"] == corpus)
         )
-        histories = [
-            np.array([float(v) for v in h.split()])
-            for h in jobs[same].sort_values("tags.seed", kind="stable")[column].dropna()
-        ]
+        runs_of_row = jobs[same]
+        # a seed's latest run (the runs that only fill its gaps come after it)
+        seed = runs_of_row["tags.seed"].astype("string").fillna(runs_of_row["run_id"])
+        runs_of_row = runs_of_row[~seed.duplicated()].sort_values("tags.seed", kind="stable")
+        histories = [np.array([float(v) for v in h.split()]) for h in runs_of_row[column].dropna()]
         if histories:
             out.append((i, labels[i], histories))
     return out

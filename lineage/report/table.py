@@ -121,9 +121,10 @@ class StudyTable:
             ``{key}.sd``, ``{key}.n`` and ``{key}.best``, then ``config_hashes`` and
             ``git_shas`` (space-separated).
         columns: the metric columns, in order.
-        runs: the runs used (one per row and seed), as numbers where numeric.
+        runs: the runs whose values count (per row and seed the latest, then any older run of
+            the same training that fills its gaps), latest first, as numbers where numeric.
         superseded: runs left out because a later run of the same row and seed exists.
-        folded: older runs of the same training whose values fill a later run's gaps.
+        folded: runs of :attr:`runs` that only fill a later run's gaps (the same training).
         notes: what the table left out that a reader should know (older task versions).
         show_corpus: rows come from more than one corpus (a Corpus column; bests per corpus).
         show_adaptation: some row has an adaptation (an Adaptation column).
@@ -242,8 +243,10 @@ def build_table(
             values = group[name] if name in group else pd.Series(dtype=float)
             if column.requires:
                 values = values[group[needed].notna()] if needed in group else values.iloc[:0]
-            values = _newest_task_version(values.dropna(), group, column, notes)
-            values = values.to_numpy(float)
+            values = values.dropna()
+            # one value per seed: its latest run's (the group is by seed, latest first)
+            values = values[~seed_key.loc[values.index].duplicated()]
+            values = _newest_task_version(values, group, column, notes).to_numpy(float)
             record[f"{column.key}.mean"] = float(values.mean()) if values.size else np.nan
             record[f"{column.key}.sd"] = float(values.std(ddof=1)) if values.size > 1 else np.nan
             record[f"{column.key}.n"] = int(values.size)
@@ -323,13 +326,13 @@ def _task_versions(runs: pd.DataFrame) -> dict[str, pd.Series]:
 
 
 def _latest_runs(runs: pd.DataFrame, keys: list[str]) -> tuple[pd.DataFrame, int, int]:
-    """One run per (row, seed; a child run's task): the latest, whose values are filled from
-    older runs of the same training (``fit_hash``: e.g. the same LM scored on other tasks).
+    """The runs that count, latest first: per (row, seed; a child run's task) the latest, and
+    older runs of the same training (``fit_hash``: e.g. the same LM scored on other tasks),
+    whose values fill the latest one's gaps.
 
     Older runs of another training are superseded, with their fine-tuning children: a child
-    only counts while its job does. Runs without a ``fit_hash`` (logged before the tag) are
-    never filled from. Returns the runs, the number superseded and the number folded into a
-    later run.
+    only counts while its job does. Runs without a ``fit_hash`` (logged before the tag) never
+    fill. Returns the runs, the number superseded and the number that only fill.
     """
     runs = runs.sort_values(["start_time", "run_id"], ascending=[False, True], kind="stable")
     seed_key = runs["tags.seed"].astype("string").fillna(runs["run_id"]).rename("_seed")
@@ -345,13 +348,7 @@ def _latest_runs(runs: pd.DataFrame, keys: list[str]) -> tuple[pd.DataFrame, int
     latest_child = ~ident[child].duplicated()  # the latest of the children whose job counts
     kept = runs.loc[kept_job | latest_child.reindex(runs.index, fill_value=False)]
     superseded = len(runs) - len(kept)
-    ident = ident.loc[kept.index]
-    folded = int(ident.duplicated().sum())
-    if folded:  # the latest run first: groupby.first takes its values, then older ones' gaps
-        codes = pd.Series(pd.factorize(ident)[0], index=kept.index)
-        kept = kept.groupby(codes, sort=False).first()
-        kept.index = ident.drop_duplicates().index
-    return kept, superseded, folded
+    return kept, superseded, int(ident.loc[kept.index].duplicated().sum())
 
 
 def _newest_task_version(
