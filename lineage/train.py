@@ -154,10 +154,11 @@ def _validate_stages(stages: Sequence[str]) -> list[str]:
     from lineage.data.sources import DataError
 
     unknown = [s for s in stages if s not in STAGES]
-    if unknown:
+    if unknown or not stages:
         raise DataError(
-            f"stages={list(stages)}: unknown stage(s) {unknown}; use a list of "
-            f"{', '.join(STAGES)} (e.g. stages=[validate,test])"
+            f"stages={list(stages)}: "
+            + (f"unknown stage(s) {unknown}" if unknown else "nothing to run")
+            + f"; use a list of {', '.join(STAGES)} (e.g. stages=[validate,test])"
         )
     return list(stages)
 
@@ -237,29 +238,49 @@ def _check_samples(samples: DictConfig) -> None:
         raise DataError(f"samples.top_k={samples.top_k}: use >= 1, or null for no cut-off")
 
 
-def _check_ckpt_path(ckpt_path: str, fit: bool = True) -> None:
-    """A checkpoint file; with ``fit``, also a name Lightning resolves itself (``last`` …)."""
-    if fit and ckpt_path in ("last", "best", "hpc", "registry"):
-        return
-    if not Path(ckpt_path).is_file():
-        from lineage.data.sources import DataError
-
-        raise DataError(
-            f"ckpt_path={ckpt_path}: no such checkpoint file; give the path of a Lightning "
-            "checkpoint (e.g. <run dir>/checkpoints/last.ckpt) or drop ckpt_path"
-        )
-
-
-def _load_checkpoint_weights(model, ckpt_path: str) -> None:
-    """Without ``fit``, ``ckpt_path`` is the model to score (valid, test and tasks): its weights,
-    and a family's own state through ``on_load_checkpoint``, are loaded as Lightning's
-    ``validate(ckpt_path=...)`` would, before anything is scored."""
+def _read_checkpoint(ckpt_path: str, vocab: Sequence[str], fit: bool = True) -> dict | None:
+    """The checkpoint file ``ckpt_path`` (None for a name Lightning resolves itself with
+    ``fit``: ``last`` …), refused unless its vocabulary is the corpus's: the same ids would
+    score other words."""
     import torch
 
     from lineage.data.sources import DataError
 
-    try:  # a file the user names (_check_ckpt_path), loaded as Lightning loads it
+    if fit and ckpt_path in ("last", "best", "hpc", "registry"):
+        return None
+    if not Path(ckpt_path).is_file():
+        raise DataError(
+            f"ckpt_path={ckpt_path}: no such checkpoint file; give the path of a Lightning "
+            "checkpoint (the run's checkpoints/last.ckpt or best.ckpt) or drop ckpt_path"
+        )
+    try:  # a file the user names, loaded as Lightning loads it
         checkpoint = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+        saved = (checkpoint.get("hyper_parameters") or {}).get("vocab")
+    except Exception as err:
+        raise DataError(
+            f"ckpt_path={ckpt_path}: not a Lightning checkpoint ({type(err).__name__}: {err})"
+        ) from err
+    if saved is not None and list(saved) != list(vocab):
+        i = next((i for i, (a, b) in enumerate(zip(saved, vocab, strict=False)) if a != b), None)
+        where = (
+            f"id {i} is {saved[i]!r} there, {vocab[i]!r} here"
+            if i is not None
+            else f"{len(saved)} types there, {len(vocab)} here"
+        )
+        raise DataError(
+            f"ckpt_path={ckpt_path}: the checkpoint's vocabulary is not this corpus's ({where}); "
+            "a checkpoint scores or continues only with the corpus settings it was trained with"
+        )
+    return checkpoint
+
+
+def _load_checkpoint_weights(model, checkpoint: dict, ckpt_path: str) -> None:
+    """Without ``fit``, ``ckpt_path`` is the model to score (valid, test and tasks): its weights,
+    and a family's own state through ``on_load_checkpoint``, are loaded as Lightning's
+    ``validate(ckpt_path=...)`` would, before anything is scored."""
+    from lineage.data.sources import DataError
+
+    try:
         model.on_load_checkpoint(checkpoint)
         model.load_state_dict(checkpoint["state_dict"])
     except Exception as err:
@@ -389,9 +410,16 @@ def run(cfg: DictConfig, callbacks: Sequence = ()) -> dict[str, float]:
 
         task_data = check_task_settings(cfg.task, model)
     if cfg.get("ckpt_path"):
-        _check_ckpt_path(str(cfg.ckpt_path), fit="fit" in stages)
+        checkpoint = _read_checkpoint(str(cfg.ckpt_path), datamodule.vocab.itos, "fit" in stages)
         if "fit" not in stages:
-            _load_checkpoint_weights(model, str(cfg.ckpt_path))
+            _load_checkpoint_weights(model, checkpoint, str(cfg.ckpt_path))
+    elif "fit" not in stages and model.fit_mode != FitMode.NONE:
+        from lineage.data.sources import DataError
+
+        raise DataError(
+            f"stages={stages}: without fit, {model_name} would be scored untrained; give the "
+            "model to score (ckpt_path=<its run's checkpoints/best.ckpt>) or add fit"
+        )
     tags.update({"family": model.family, "era": model.era, "year": str(model.year)})
     from lightning.pytorch.utilities.rank_zero import rank_zero_only
 

@@ -103,6 +103,7 @@ def test_a_trainer_setting_the_family_decides_names_the_key_to_use(tiny_cfg):
         (["model=lstm_tiny", "model.max_epochs=abc"], "model.max_epochs='abc': use a whole"),
         (["model=glove", "model.max_epochs=0"], "model.max_epochs=0: use a whole number"),
         (["stages=[fit,tset]"], "unknown stage(s) ['tset']; use a list of fit, validate, test"),
+        (["stages=[]"], "stages=[]: nothing to run; use a list of fit, validate, test"),
         (["samples.temperature=-1"], "samples.temperature=-1.0: use >= 0 (0: greedy)"),
         (["+tags.config_hash=x"], "tags.config_hash: a tag lineage sets itself"),
         (

@@ -11,6 +11,7 @@ import pytest
 import torch
 from conftest import compose_train, tiny_corpus_overrides
 
+from lineage.data.sources import DataError
 from lineage.tracking import config_hash
 from lineage.train import run
 
@@ -210,13 +211,17 @@ def test_without_fit_the_checkpoint_is_the_model_scored(tmp_path):
     short = [o for o in OVERRIDES if not o.startswith("model.max_epochs")] + ["model.max_epochs=2"]
     trained = run(compose_train(short, tmp_path / "trained"))
     (best,) = (tmp_path / "trained").rglob("best.ckpt")
-    untrained = run(compose_train([*short, "stages=[validate,test]"], tmp_path / "fresh"))
+    with pytest.raises(DataError) as err:  # without a checkpoint: untrained weights, refused
+        run(compose_train([*short, "stages=[validate,test]"], tmp_path / "fresh"))
+    assert str(err.value) == (
+        "stages=['validate', 'test']: without fit, lstm_small would be scored untrained; give "
+        "the model to score (ckpt_path=<its run's checkpoints/best.ckpt>) or add fit"
+    )
     tracked = [o for o in short if o != "tracking=none"] + ["tracking=mlflow", "study=scored"]
     cfg = compose_train([*tracked, "stages=[validate,test]", f"ckpt_path={best}"], tmp_path)
     scored = run(cfg)
     assert scored["test/ppl"] == pytest.approx(trained["test/ppl"], rel=1e-9)
     assert scored["val/ppl"] == pytest.approx(trained["val/ppl"], rel=1e-9)
-    assert untrained["test/ppl"] > 1.2 * trained["test/ppl"]  # what was scored before the fix
     client = MlflowClient(tracking_uri=cfg.tracking.uri)
     (mlrun,) = client.search_runs([client.get_experiment_by_name("scored").experiment_id])
     assert "resumed_from" not in mlrun.data.tags
@@ -230,3 +235,11 @@ def test_without_fit_the_checkpoint_is_the_model_scored(tmp_path):
     assert len(client.search_runs([mlrun.info.experiment_id])) == 2
     assert rescored["test/ppl"] == pytest.approx(other["test/ppl"], rel=1e-9)
     assert rescored["test/ppl"] != pytest.approx(trained["test/ppl"], rel=1e-6)
+    # another vocabulary (here: a smaller cap) would give the ids other words: refused, scoring
+    # or continuing, before a run opens
+    for stages in ("stages=[validate,test]", "stages=[fit,validate,test]"):
+        smaller = compose_train([*tracked, stages, "corpus.max_size=20", f"ckpt_path={best}"],
+                                tmp_path)  # fmt: skip
+        with pytest.raises(DataError, match=r"the checkpoint's vocabulary is not this corpus's"):
+            run(smaller)
+    assert len(client.search_runs([mlrun.info.experiment_id])) == 2

@@ -362,7 +362,10 @@ def test_tokens_is_the_count_scored_and_the_split_size_has_its_own_name(tiny_cfg
         "+trainer.limit_test_batches=1",
         "trainer.enable_progress_bar=false",
         "samples.count=0",
-        "stages=[test]",
+        "model.max_epochs=1",
+        "+trainer.limit_train_batches=1",
+        "+trainer.limit_val_batches=1",
+        "stages=[fit,test]",
         "study=tokens",
         tracking="mlflow",
     )
