@@ -217,9 +217,12 @@ class NeuralLM(LineageModule):
         # resume; it has its own callback because Lightning 2.6's `save_last` only writes when the
         # monitored checkpoint was saved too, so a run whose valid stopped improving would resume
         # from its best epoch, not its last.
+        # In the run's directory whatever the logger (MLflow's would nest them under its
+        # experiment and run ids): <run dir>/checkpoints/{best,last}.ckpt, as documented.
+        dirpath = os.path.join(self.trainer.default_root_dir, "checkpoints")
         return [
-            BestCheckpoint(monitor="val/ppl", mode="min", filename="best", save_top_k=1),
-            LastCheckpoint(monitor=None, filename="last", save_top_k=1),
+            BestCheckpoint(dirpath, monitor="val/ppl", mode="min", filename="best", save_top_k=1),
+            LastCheckpoint(dirpath, monitor=None, filename="last", save_top_k=1),
         ]
 
     def cost(self) -> dict[str, float]:
