@@ -13,6 +13,8 @@ names and the standard deviation as ``{metric}_std``.
 from __future__ import annotations
 
 import dataclasses
+import types
+import typing
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -178,11 +180,44 @@ POOLINGS = ("mean", "max", "last")  # finetune.pooling
 _NESTED = {"split": SplitConfig, "csv": CsvConfig, "probe": ProbeConfig, "finetune": FinetuneConfig}
 
 
+def _typed(value: Any, hint: Any, key: str) -> Any:
+    """``value`` as the field's type (``int``, ``float``, ``bool``, ``str``, ``list[...]``,
+    ``X | None``), or a DataError naming ``key``: a command line gives strings and numbers
+    as the user typed them, and a wrong one would fail later, deep in scikit-learn or torch."""
+    args = typing.get_args(hint)
+    if isinstance(hint, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        (hint,) = [a for a in args if a is not type(None)]
+        args = typing.get_args(hint)
+    origin = typing.get_origin(hint)
+    if origin is list:
+        if isinstance(value, str) or not isinstance(value, Sequence):
+            raise DataError(f"{key}={value!r}: expected a list, e.g. {key}=[...]")
+        return [_typed(v, args[0], f"{key}[{i}]") for i, v in enumerate(value)]
+    wanted = {bool: "true or false", int: "a whole number", float: "a number", str: "a text"}
+    if hint not in wanted:
+        return value
+    ok = (
+        isinstance(value, bool)
+        if hint is bool
+        else isinstance(value, int | float) and not isinstance(value, bool)
+        if hint is float
+        else isinstance(value, int) and not isinstance(value, bool)
+        if hint is int
+        else isinstance(value, str | int | float) and not isinstance(value, bool)
+    )
+    if not ok:
+        raise DataError(f"{key}={value!r}: expected {wanted[hint]}")
+    return str(value) if hint is str else value  # classes=[0,1] are the labels "0" and "1"
+
+
 def _build(cls, values: Mapping[str, Any], where: str):
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(values) - names)
     if unknown:
         raise DataError(f"{where}: unknown key(s) {unknown}; allowed: {sorted(names)}")
+    hints = typing.get_type_hints(cls)
     kwargs = {}
     for key, value in values.items():
         if key in _NESTED and value is not None and not isinstance(value, _NESTED[key]):
@@ -191,6 +226,8 @@ def _build(cls, values: Mapping[str, Any], where: str):
             if not isinstance(value, Mapping):
                 raise DataError(f"{where}.{key}: expected a mapping, got {value!r}")
             value = _build(_NESTED[key], value, f"{where}.{key}")
+        elif key not in _NESTED:
+            value = _typed(value, hints[key], f"{where}.{key}")
         kwargs[key] = value
     return cls(**kwargs)
 

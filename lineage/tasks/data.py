@@ -571,7 +571,7 @@ class CsvConfig:
         text_columns: column(s) joined by a space into the text (names with a header, 0-based
             indices without).
         label_column: the label column (name or index).
-        delimiter: one character (``"\\t"`` for TSV).
+        delimiter: one character; ``tab`` (or ``\\t`` as a shell passes it on) for TSV.
         header: the first row names the columns.
         encoding: text encoding of the files.
         quoting: ``true`` for standard CSV quoting; ``false`` reads fields verbatim (TSV such as
@@ -603,15 +603,18 @@ def _column(spec: Any, header: list[str] | None, where: str, key: str) -> int:
 def read_csv_split(path: Path, cfg: CsvConfig, name: str) -> tuple[list[str], list[str]]:
     """(texts, labels) of one delimited file per ``cfg`` (task ``name``, for the errors)."""
     where = f"task {name!r}"
-    if len(cfg.delimiter) != 1:
-        raise DataError(f"{where}: delimiter must be one character, got {cfg.delimiter!r}")
+    # a shell and Hydra pass "\t" on as backslash-t: read it (or "tab") as the tab it means
+    delimiter = {"\\t": "\t", "tab": "\t"}.get(cfg.delimiter, cfg.delimiter)
+    if len(delimiter) != 1:
+        raise DataError(
+            f"{where}: task.{name}.csv.delimiter={cfg.delimiter!r} must be one character "
+            f"(tab: task.{name}.csv.delimiter=tab)"
+        )
     fix = f"set task.{name}.csv.encoding to the file's encoding (latin-1, cp1252, ...)"
     data = decode_text(path.read_bytes(), str(path), cfg.encoding, fix)
     quoting = csv.QUOTE_MINIMAL if cfg.quoting else csv.QUOTE_NONE
     # strict: a stray quote is an error, not a field that swallows the rows after it
-    reader = csv.reader(
-        io.StringIO(data), delimiter=cfg.delimiter, quoting=quoting, strict=cfg.quoting
-    )
+    reader = csv.reader(io.StringIO(data), delimiter=delimiter, quoting=quoting, strict=cfg.quoting)
     rows: list[tuple[int, list[str]]] = []  # (line number where the row ends, fields)
     try:
         for row in reader:
@@ -640,14 +643,14 @@ def read_csv_split(path: Path, cfg: CsvConfig, name: str) -> tuple[list[str], li
             raise DataError(
                 f"{where}: {path}:{i} has {len(row)} fields, "
                 f"{'the header has' if header else 'most rows have'} {width}: a "
-                f'{cfg.delimiter!r} inside a text? Quote that field ("...")'
+                f'{delimiter!r} inside a text? Quote that field ("...")'
                 f"{'' if cfg.quoting else f' with task.{name}.csv.quoting=true'} or set "
                 f"task.{name}.csv.delimiter to one the texts do not contain"
             )
         if len(row) <= need:
             raise DataError(
                 f"{where}: {path}:{i} has {len(row)} fields, column {need} is needed "
-                f"(delimiter {cfg.delimiter!r})"
+                f"(delimiter {delimiter!r})"
             )
         texts.append(" ".join(row[c].strip() for c in text_cols))
         labels.append(row[label_col].strip())

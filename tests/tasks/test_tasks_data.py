@@ -301,6 +301,33 @@ def test_csv_row_with_a_delimiter_in_its_text_is_an_error_not_shifted_columns(he
     assert texts[2] == "great, really great" and labels == ["pos", "neg", "pos", "pos"]
 
 
+@pytest.mark.parametrize("given", ["tab", "\\t", "\t"])
+def test_csv_tab_delimiter_as_a_command_line_gives_it(given, tmp_path):
+    # 'task.csv.csv.delimiter="\t"' reaches the config as backslash-t; "tab" says it plainly
+    path = tmp_path / "reviews.tsv"
+    path.write_text("text\tlabel\ngreat, really\tpos\ndull\tneg\n")
+    cfg = CsvConfig(files={"all": str(path)}, delimiter=given)
+    assert read_csv_split(path, cfg, "mine") == (["great, really", "dull"], ["pos", "neg"])
+    cfg.delimiter = ";;"
+    with pytest.raises(DataError, match=r"delimiter=';;' must be one character \(tab: task"):
+        read_csv_split(path, cfg, "mine")
+
+
+def test_task_settings_of_the_wrong_type_name_the_key():
+    cases = {
+        "probe": ({"C": "abc"}, "task.p.probe.C='abc': expected a list, e.g. task.p.probe.C=[...]"),
+        "cv_folds": ("abc", "task.p.cv_folds='abc': expected a whole number"),
+        "finetune": ({"epochs": 2.5}, "task.p.finetune.epochs=2.5: expected a whole number"),
+        "offline": ("yes", "task.p.offline='yes': expected true or false"),
+    }
+    for key, (value, message) in cases.items():
+        with pytest.raises(DataError) as err:
+            parse_task_config("p", {"source": "polarity", key: value})
+        assert str(err.value) == message
+    cfg = parse_task_config("p", {"source": "polarity", "classes": [0, 1], "probe": {"C": [1]}})
+    assert cfg.classes == ["0", "1"] and cfg.probe.C == [1]  # labels are texts, C a number
+
+
 def test_csv_in_another_encoding_names_the_line_and_the_setting(tmp_path):
     path = tmp_path / "latin.csv"
     path.write_bytes("text,label\nfine,a\ncaf\u00e9 au lait,b\n".encode("latin-1"))
