@@ -128,19 +128,24 @@ def test_a_setting_a_constructor_refuses_is_one_line(
 
 
 @pytest.mark.parametrize(
-    "override,message",
+    "overrides,message",
     [
-        ("trainer.accelerator=bogus", "trainer: You selected an invalid accelerator name"),
-        ("+trainer.precision=bogus", "trainer: Precision 'bogus' is invalid"),
-        ("+trainer.nonsense=1", "argument 'nonsense' (not a Trainer setting;"),
+        (["trainer.accelerator=bogus"], "trainer: You selected an invalid accelerator name"),
+        (["+trainer.precision=bogus"], "trainer: Precision 'bogus' is invalid"),
+        (["+trainer.nonsense=1"], "argument 'nonsense' (not a Trainer setting;"),
+        (["model=lstm_tiny", "model.batching.batch_size=0"], "batch_size must be >= 1, got 0"),
+        (
+            ["model=transformer_tiny", "model.batching.min_context=99"],
+            "model.batching: min_context must be in [0, seq_len), got 99",
+        ),
     ],
 )
-def test_a_trainer_setting_lightning_refuses_leaves_no_run(override, message, tiny_cfg):
-    """Lightning checks these when the Trainer is built: before the MLflow run opens, so the
-    study keeps no FAILED run for a typo."""
+def test_a_setting_refused_when_built_leaves_no_run(overrides, message, tiny_cfg):
+    """Lightning checks a trainer setting when the Trainer is built, the loaders theirs when
+    built: both are built before the MLflow run opens, so the study keeps no FAILED run."""
     from mlflow import MlflowClient
 
-    cfg = tiny_cfg("model=ngram", override, "study=trainer_typo", tracking="mlflow")
+    cfg = tiny_cfg("model=ngram", *overrides, "study=trainer_typo", tracking="mlflow")
     with pytest.raises(DataError) as err:
         run(cfg)
     assert message in str(err.value)

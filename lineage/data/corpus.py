@@ -397,10 +397,15 @@ class CorpusDataModule(L.LightningDataModule):
     # ---------------------------------------------------------------- batching
 
     def set_batching(self, batching: Batching) -> None:
-        """How the loaders serve splits (the family's :meth:`batching`)."""
+        """How the loaders serve splits (the family's :meth:`batching`), checked against every
+        split now (sizes, windows), so that a bad ``model.batching.*`` fails before a run
+        starts, not when Lightning first asks for a loader."""
         if batching.mode not in ("full", "stream", "window"):
             raise DataError(f"unknown batching mode {batching.mode!r}; use full, stream or window")
         self.batching = batching
+        if self._prepared is not None:  # set up: the loaders can be built
+            for split in SPLITS:
+                self.dataloader(split)
 
     def dataloader(self, split: str) -> DataLoader:
         """A DataLoader of TokenBatch objects for ``split`` per the current batching."""

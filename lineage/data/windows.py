@@ -58,7 +58,7 @@ def _as_long(ids: np.ndarray | torch.Tensor | Sequence[int]) -> torch.Tensor:
 def _check_positive(**values: int) -> None:
     for name, v in values.items():
         if int(v) < 1:
-            raise DataError(f"batching: {name} must be >= 1, got {v}")
+            raise DataError(f"model.batching: {name} must be >= 1, got {v}")
 
 
 def full_batches(ids: np.ndarray | torch.Tensor, split: str) -> list[TokenBatch]:
@@ -86,7 +86,7 @@ def stream_batches(
     if length < 2:
         raise DataError(
             f"the {split} split has {len(stream)} tokens, too few for {batch_size} rows; "
-            f"lower the batch size"
+            "lower model.batching.batch_size (eval_batch_size when it is not train)"
         )
     data = stream[: length * batch_size].view(batch_size, length)
     batches = []
@@ -164,7 +164,7 @@ def sliding_windows(n_tokens: int, seq_len: int, min_context: int) -> list[Windo
     _check_positive(seq_len=seq_len)
     if not 0 <= min_context < seq_len:
         raise DataError(
-            f"batching: min_context must be in [0, seq_len), got {min_context} with "
+            f"model.batching: min_context must be in [0, seq_len), got {min_context} with "
             f"seq_len {seq_len}"
         )
     stride = seq_len - min_context
