@@ -335,6 +335,12 @@ def run(cfg: DictConfig, callbacks: Sequence = ()) -> dict[str, float]:
 
     stages = _validate_stages(cfg.stages)
     _check_samples(cfg.samples)
+    from lineage.data.sources import DataError
+
+    if not 0 <= cfg.seed <= 2**32 - 1:  # numpy's range, which Lightning seeds too
+        raise DataError(f"seed={cfg.seed}: use a whole number from 0 to 4294967295")
+    if not str(cfg.study).strip():
+        raise DataError("study='': name the study (study=<name>) or leave it out (lineage-default)")
     _quiet_libraries()
     L.seed_everything(cfg.seed, workers=True)
     model_name = _hydra_choice("model", str(cfg.model.get("_target_", "model")).split(".")[-1])
@@ -359,8 +365,6 @@ def run(cfg: DictConfig, callbacks: Sequence = ()) -> dict[str, float]:
     }
     reserved = sorted(set(user_tags) & {*tags, "family", "era", "year", "adaptation"})
     if reserved:
-        from lineage.data.sources import DataError
-
         raise DataError(
             f"tags.{reserved[0]}: a tag lineage sets itself (it identifies the run); "
             "choose another name"
@@ -414,8 +418,6 @@ def run(cfg: DictConfig, callbacks: Sequence = ()) -> dict[str, float]:
         if "fit" not in stages:
             _load_checkpoint_weights(model, checkpoint, str(cfg.ckpt_path))
     elif "fit" not in stages and model.fit_mode != FitMode.NONE:
-        from lineage.data.sources import DataError
-
         raise DataError(
             f"stages={stages}: without fit, {model_name} would be scored untrained; give the "
             "model to score (ckpt_path=<its run's checkpoints/best.ckpt>) or add fit"

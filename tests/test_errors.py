@@ -104,6 +104,8 @@ def test_a_trainer_setting_the_family_decides_names_the_key_to_use(tiny_cfg):
         (["model=glove", "model.max_epochs=0"], "model.max_epochs=0: use a whole number"),
         (["stages=[fit,tset]"], "unknown stage(s) ['tset']; use a list of fit, validate, test"),
         (["stages=[]"], "stages=[]: nothing to run; use a list of fit, validate, test"),
+        (["seed=-1"], "seed=-1: use a whole number from 0 to 4294967295"),
+        (["study="], "study='': name the study (study=<name>) or leave it out"),
         (["samples.temperature=-1"], "samples.temperature=-1.0: use >= 0 (0: greedy)"),
         (["+tags.config_hash=x"], "tags.config_hash: a tag lineage sets itself"),
         (

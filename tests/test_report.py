@@ -822,6 +822,20 @@ def test_a_misspelt_study_file_is_one_line_with_the_closest_name(monkeypatch, ca
     )
 
 
+def test_an_unknown_source_is_one_line(tmp_path, monkeypatch, capsys):
+    from lineage.report.summary import main
+
+    argv = ["lineage-report", "source=cvs", f"paths.root_dir={tmp_path}", "log_to_mlflow=false"]
+    monkeypatch.setattr(sys, "argv", argv)
+    with pytest.raises(SystemExit) as exit_:
+        main()
+    assert exit_.value.code == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        "lineage-report: source='cvs': use mlflow (the store) or csv (runs.csv only)"
+    )
+    assert not (tmp_path / "experiments").exists()
+
+
 def _experiments(uri: str) -> set[str]:
     return {e.name for e in open_client(uri).search_experiments()}
 

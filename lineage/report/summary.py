@@ -516,10 +516,10 @@ def report(cfg: DictConfig, experiment_choice: str | None = None) -> dict[str, A
         ``csv_runs`` the rows ``runs.csv`` held before the store's runs were merged in.
 
     Raises:
-        ValueError: an unknown ``source``.
-        ReportError: the study has no runs, neither in the store nor in ``runs.csv``; or
-            ``study=`` names a study whose folder (``experiments/<study>/``) holds another
-            study's ``runs.csv``. Nothing is written and no experiment is created.
+        ReportError: an unknown ``source``; the study has no runs, neither in the store nor
+            in ``runs.csv``; or ``study=`` names a study whose folder
+            (``experiments/<study>/``) holds another study's ``runs.csv``. Nothing is written
+            and no experiment is created.
     """
     study = str(cfg.study)
     name = study_file_name(study, experiment_choice, Path(CONF_DIR))
@@ -530,7 +530,7 @@ def report(cfg: DictConfig, experiment_choice: str | None = None) -> dict[str, A
     )
     runs_csv, tables = out_dir / "runs.csv", out_dir / "tables"
     if cfg.source not in ("mlflow", "csv"):
-        raise ValueError(f"source={cfg.source!r}: use mlflow (the store) or csv (runs.csv only)")
+        raise ReportError(f"source={cfg.source!r}: use mlflow (the store) or csv (runs.csv only)")
     tracking = cfg.tracking
     store_note = _store_note(cfg)
     use_store = not store_note
