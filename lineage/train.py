@@ -484,9 +484,15 @@ def run(cfg: DictConfig, callbacks: Sequence = ()) -> dict[str, float]:
         train_seconds = 0.0
         if "fit" in stages and model.fit_mode != FitMode.NONE:
             start = time.perf_counter()
-            trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+            try:  # Lightning answers Ctrl-C (or a callback's KeyboardInterrupt) with exit(1)
+                trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+            except SystemExit:
+                if trainer.interrupted:
+                    _say_interrupted(run_name, tracker, out_dir)
+                raise
             train_seconds = time.perf_counter() - start
             if trainer.interrupted:
+                _say_interrupted(run_name, tracker, out_dir)
                 raise KeyboardInterrupt(f"{run_name}: training was interrupted")
             validated_in_fit = "val/ppl" in trainer.callback_metrics
             # tokens this process trained on (partial epochs and resumed runs included); count
@@ -581,6 +587,19 @@ def run(cfg: DictConfig, callbacks: Sequence = ()) -> dict[str, float]:
             where = f"MLflow run {tracker.run_id}; {where}"
     log.info("%s: %s (%s)", run_name, _one_line(results), where)
     return results
+
+
+def _say_interrupted(run_name: str, tracker, out_dir: Path) -> None:
+    """What an interrupted fit leaves: a FAILED run, and the checkpoint that continues it."""
+    last = out_dir / "checkpoints" / "last.ckpt"
+    log.warning(
+        "%s: training interrupted%s; %s",
+        run_name,
+        f", MLflow run {tracker.run_id} marked FAILED" if tracker is not None else "",
+        f"continue it with the same command and ckpt_path={last}"
+        if last.is_file()
+        else "no checkpoint to continue from: the same command starts it again",
+    )
 
 
 def _one_line(results: dict[str, float]) -> str:

@@ -87,12 +87,16 @@ class _InterruptTraining(L.Callback):
         raise KeyboardInterrupt
 
 
-def test_interrupted_fit_ends_failed_and_leaves_nothing_half_written(tiny_cfg, tmp_path):
+def test_interrupted_fit_ends_failed_and_leaves_nothing_half_written(tiny_cfg, tmp_path, caplog):
     cfg = tiny_cfg("model=ngram", "study=interrupted", tracking="mlflow")
     with pytest.raises((KeyboardInterrupt, SystemExit)):
         run(cfg, callbacks=[_InterruptTraining()])
     client, _, runs = _runs(cfg)
     assert [r.info.status for r in runs] == ["FAILED"]
+    assert (  # Lightning exits quietly on Ctrl-C: the run says what it left
+        f"ngram-text_files-s0: training interrupted, MLflow run {runs[0].info.run_id} marked "
+        "FAILED; no checkpoint to continue from: the same command starts it again"
+    ) in caplog.messages
     artifacts = {a.path for a in client.list_artifacts(runs[0].info.run_id)}
     assert "model" not in artifacts and "results.json" not in artifacts
     leftovers = [p for p in (tmp_path / "cache").rglob("*") if ".tmp" in p.name]
