@@ -543,10 +543,15 @@ def find_finished(
     if experiment is None or experiment.lifecycle_stage == "deleted":  # its runs are not kept
         return None
     wanted = [config_hash] if isinstance(config_hash, str) else list(config_hash)
+    # another model config that computes the same thing (ngram with order 3 and ngram_kn3) is
+    # another row of the table: its run does not stand in for this one
+    model = ""
+    if same_tags and "model" in same_tags:
+        model = f" and tags.model = '{same_tags['model']}'"
     for one in wanted:
         runs = client.search_runs(
             [experiment.experiment_id],
-            filter_string=f"attributes.status = 'FINISHED' and tags.config_hash = '{one}'",
+            filter_string=f"attributes.status = 'FINISHED' and tags.config_hash = '{one}'{model}",
             order_by=["attributes.start_time DESC"],
             max_results=1,
         )

@@ -167,6 +167,20 @@ def test_an_interrupted_job_is_rerun_and_a_finished_one_skipped(tiny_cfg):
     assert again["test/ppl"] == rerun["test/ppl"]
 
 
+def test_a_sweep_point_equal_to_another_model_config_is_its_own_run(tiny_cfg):
+    """``model=ngram model.lm.order=3`` computes what ``model=ngram_kn3`` does (one config
+    hash) but is another row of the table: it runs, and then is skipped as itself."""
+    common = ("study=same_hash", "tracking.log_model=false")
+    kn3 = run(tiny_cfg("model=ngram_kn3", *common, tracking="mlflow"))
+    point = tiny_cfg("model=ngram", "model.lm.order=3", *common, tracking="mlflow")
+    assert run(point)["test/ppl"] == kn3["test/ppl"]
+    run(point)
+    client = MlflowClient(tracking_uri=point.tracking.uri)
+    runs = client.search_runs([client.get_experiment_by_name("same_hash").experiment_id])
+    assert sorted(r.data.tags["model"] for r in runs) == ["ngram", "ngram_kn3"]
+    assert len({r.data.tags["config_hash"] for r in runs}) == 1
+
+
 def test_a_run_recorded_under_the_earlier_hash_is_still_skipped(tiny_cfg):
     """Runs recorded before HASHED_AS_DEFAULT carry the earlier form of the same config's hash."""
     from lineage.tracking import config_hashes
