@@ -95,6 +95,11 @@ def test_a_trainer_setting_the_family_decides_names_the_key_to_use(tiny_cfg):
     "overrides,message",
     [
         (["model=lstm_tiny", "model.net.hidden_size=-5"], "model.net.hidden_size must be >= 1"),
+        (
+            ["model=lstm_tiny", "model.net.hidden_size=abc"],
+            "hidden_size='abc', embedding_size=None, dropout=0.0, variational=False, "
+            "tie_weights=False, init_range=0.1) is refused: invalid literal for int()",
+        ),
         (["model=transformer_tiny", "model.net.n_heads=3"], "multiple of model.net.n_heads=3"),
         (
             ["model=lstm_tiny", "model.optimizer.lr=abc"],

@@ -272,17 +272,30 @@ def check_max_epochs(value) -> None:
         raise ValueError(f"model.max_epochs={value!r}: use a whole number of epochs >= 1")
 
 
+def refused(key: str, spec, err: Exception) -> ValueError:
+    """``model.<key>`` (a built spec) refused ``err``, naming the spec's target and values."""
+    values = {k: v for k, v in (spec.items() if isinstance(spec, Mapping) else ())}
+    target = values.pop("_target_", getattr(spec, "__name__", spec))
+    values.pop("_partial_", None)
+    shown = ", ".join(f"{k}={v!r}" for k, v in values.items())
+    return ValueError(f"model.{key} ({target}: {shown}) is refused: {err}; fix model.{key}.*")
+
+
+def build_net(net, **kwargs):
+    """``model.net`` built; a value it cannot take (``hidden_size=abc``: int() fails deep in
+    torch) is refused naming ``model.net`` unless the message names its key already."""
+    try:
+        return build(net, **kwargs)
+    except ValueError as err:
+        if "model.net" in str(err):
+            raise
+        raise refused("net", net, err) from err
+
+
 def check_optimizer(optimizer, scheduler=None) -> None:
     """Build the optimizer (and scheduler) once on a stand-in parameter, so that a bad value
     (``model.optimizer.lr=abc``) is refused at construction, naming the key, rather than in the
     first training step. Builds draw no random numbers."""
-
-    def refused(key: str, spec, err: Exception) -> ValueError:
-        values = {k: v for k, v in (spec.items() if isinstance(spec, Mapping) else ())}
-        target = values.pop("_target_", getattr(spec, "__name__", spec))
-        values.pop("_partial_", None)
-        shown = ", ".join(f"{k}={v!r}" for k, v in values.items())
-        return ValueError(f"model.{key} ({target}: {shown}) is refused: {err}; fix model.{key}.*")
 
     try:
         built = build(optimizer, params=[torch.nn.Parameter(torch.zeros(1))])

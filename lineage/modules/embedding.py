@@ -38,7 +38,14 @@ from lineage.models.embeddings import (
     sentences_as_words,
     train_glove,
 )
-from lineage.modules.base import LineageModule, build, check_max_epochs, check_optimizer, plain
+from lineage.modules.base import (
+    LineageModule,
+    build,
+    build_net,
+    check_max_epochs,
+    check_optimizer,
+    plain,
+)
 
 log = logging.getLogger("lineage")
 
@@ -273,7 +280,7 @@ class GloVeModule(EmbeddingModule):
             },
             logger=False,
         )
-        self.net = build(net, vocab_size=len(self.vocab))
+        self.net = build_net(net, vocab_size=len(self.vocab))
         for name in ("family", "year", "era", "citation", "capabilities"):
             setattr(self, name, getattr(self.net, name))
         self._entries: dict[str, torch.Tensor] | None = None

@@ -29,6 +29,7 @@ from lineage.interface import Batching, FitMode, TokenBatch
 from lineage.modules.base import (
     LineageModule,
     build,
+    build_net,
     check_max_epochs,
     check_optimizer,
     plain,
@@ -162,7 +163,7 @@ class NeuralLM(LineageModule):
             },
             logger=False,
         )
-        self.net = build(net, vocab_size=len(self.vocab))
+        self.net = build_net(net, vocab_size=len(self.vocab))
         for name in ("family", "year", "era", "citation", "capabilities"):
             setattr(self, name, getattr(self.net, name))
         self._batching = Batching(**(batching or {"mode": "window", "seq_len": 64}))
