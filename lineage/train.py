@@ -52,6 +52,10 @@ def _quiet_libraries() -> None:
             handler.addFilter(_DropTips())
     logging.getLogger("gensim").setLevel(logging.WARNING)
     warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)` is deprecated")
+    # a resume restores the best score itself (BestCheckpoint), which this warning denies
+    warnings.filterwarnings("ignore", message=r"The dirpath has changed from")
+    # small corpora (the demo's) have fewer batches than steps between logs: epochs log anyway
+    warnings.filterwarnings("ignore", message=r"The number of training batches \(\d+\) is smaller")
 
 
 STAGES = ("fit", "validate", "test")
