@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import csv
 import io
+import logging
 import os
 import re
 import tarfile
@@ -50,6 +51,8 @@ from lineage.data.sources import (
     sha256_file,
     split_lines,
 )
+
+log = logging.getLogger("lineage")
 
 SPLITS = ("train", "val", "test")
 _SPLIT_KEYS = {"train": ("train",), "val": ("valid", "val", "dev"), "test": ("test",)}
@@ -716,11 +719,30 @@ def load_csv(
 
 
 def classes_from(data: TaskData, classes: Sequence[str] | None) -> None:
-    """Fix the class order (``task.<name>.classes``), checking every label is covered."""
+    """Fix the class order (``task.<name>.classes``), checking every label is covered and that
+    train has two classes or more (named first: a one-class train file is the mistake, not
+    the other splits' labels). A label of valid or test that train lacks is logged: no
+    classifier can predict it."""
+    train = set(data.labels.get("train", ()))
+    if "train" in data.labels and len(train) < 2:
+        info = data.files.get("train", {})
+        source = info.get("path") or info.get("uri") or "its source"
+        raise DataError(
+            f"task {data.name!r}: train ({source}) has only the label(s) {sorted(train)}; a "
+            "classifier needs two classes or more in train"
+        )
     if classes:
         data.classes = [str(c) for c in classes]
     for split in data.labels:
         data.y(split)  # raises DataError naming an unknown label
+        unseen = sorted(set(data.labels[split]) - train) if train else []
+        if unseen:
+            log.warning(
+                "task %r: %s has label(s) %s that train has not: no classifier predicts them",
+                data.name,
+                split,
+                unseen,
+            )
 
 
 def subsample(data: TaskData, split: str, n: int | None, seed: int) -> None:

@@ -313,6 +313,30 @@ def test_csv_tab_delimiter_as_a_command_line_gives_it(given, tmp_path):
         read_csv_split(path, cfg, "mine")
 
 
+def test_csv_train_with_one_class_is_named_first_and_unseen_test_labels_are_logged(
+    tmp_path, caplog
+):
+    train, test = tmp_path / "train.csv", tmp_path / "test.csv"
+    train.write_text("text,label\ngood,pos\nnice,pos\n")
+    test.write_text("text,label\nbad,neg\nok,pos\n")
+    files = {"train": str(train), "test": str(test)}
+    with pytest.raises(DataError) as err:  # not "test has the label 'neg'": train is the cause
+        load_task("mine", parse_task_config("mine", {"source": "csv", "csv": {"files": files}}))
+    assert str(err.value) == (
+        f"task 'mine': train ({train}) has only the label(s) ['pos']; a classifier needs two "
+        "classes or more in train"
+    )
+    train.write_text(
+        "text,label\n" + "".join(f"t{i},{'pos' if i % 2 else 'neu'}\n" for i in range(40))
+    )
+    cfg = {"source": "csv", "classes": ["neg", "neu", "pos"], "csv": {"files": files}}
+    assert load_task("mine", parse_task_config("mine", cfg)).classes == ["neg", "neu", "pos"]
+    assert (
+        "task 'mine': test has label(s) ['neg'] that train has not: no classifier predicts them"
+        in caplog.messages
+    )
+
+
 def test_task_settings_of_the_wrong_type_name_the_key():
     cases = {
         "probe": ({"C": "abc"}, "task.p.probe.C='abc': expected a list, e.g. task.p.probe.C=[...]"),
