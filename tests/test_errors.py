@@ -71,6 +71,30 @@ def test_wrong_type_in_an_override_names_the_key_and_value(tmp_path):
     assert "seed" in message and "abc" in message
 
 
+@pytest.mark.parametrize(
+    "override,expected",
+    [
+        ("seed=abc", "Value 'abc' of type 'str' could not be converted to Integer"),
+        ("samples.count=many", "Value 'many' of type 'str' could not be converted to Integer"),
+    ],
+)
+def test_wrong_type_on_the_command_line_is_the_line_a_user_sees(
+    override, expected, monkeypatch, capsys
+):
+    # what `lineage-train seed=abc` prints: the override, the value and the key, no traceback
+    from lineage import train
+
+    monkeypatch.setattr("sys.argv", ["lineage-train", override, "tracking=none"])
+    with pytest.raises(SystemExit) as exit_:
+        train.main()
+    assert exit_.value.code == 1
+    err = capsys.readouterr().err
+    assert f"Error merging override {override}" in err
+    assert expected in err
+    assert f"full_key: {override.split('=')[0]}" in err
+    assert "Traceback" not in err
+
+
 def test_unknown_top_level_key_is_refused(tmp_path):
     with pytest.raises(ConfigCompositionException) as err:
         compose_train(["sed=3", "tracking=none"], tmp_path)
