@@ -71,6 +71,8 @@ LATER_DEFAULTS: dict[tuple[str, ...], Any] = {
     ("task", "*", "finetune", "task_texts"): False,
     ("task", "*", "finetune", "pooling"): "mean",
     ("task", "*", "version"): 1,
+    # before, a key only `+trainer.precision=…` could add
+    ("trainer", "precision"): "32-true",
 }
 MAX_PARAM_LENGTH = 500
 # The metrics a fit logs per epoch: a resumed fit copies them from the run it continues.

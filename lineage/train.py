@@ -295,6 +295,8 @@ def _load_checkpoint_weights(model, checkpoint: dict, ckpt_path: str) -> None:
 
 
 SCORED_SPLITS = ("val", "test")
+# The cost of a fit, measured by the runner (the others come from the family's cost()).
+FIT_COST = ("cost/train_seconds", "cost/train_tokens_per_sec", "cost/train_flops_per_sec")
 
 
 def data_statistics(datamodule) -> dict[str, float]:
@@ -542,6 +544,11 @@ def run(cfg: DictConfig, callbacks: Sequence = ()) -> dict[str, float]:
         cost = {f"cost/{k}": v for k, v in model.cost().items()}
         cost["cost/peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         results.update(cost)
+        if "cost/train_flops_per_token" in results and "cost/train_tokens_per_sec" in results:
+            # achieved training FLOP/s: the family's FLOPs per token at the rate trained (all ranks)
+            results["cost/train_flops_per_sec"] = (
+                results["cost/train_flops_per_token"] * results["cost/train_tokens_per_sec"]
+            )
         results = dict(sorted(results.items()))
 
         samples = ""
@@ -576,11 +583,9 @@ def run(cfg: DictConfig, callbacks: Sequence = ()) -> dict[str, float]:
             trainer.save_checkpoint(model_ckpt)
         if tracker is not None:
             tracker.log_metrics(cost, step=trainer.global_step)
-            if "cost/train_seconds" in results:
-                tracker.log_metrics(
-                    {k: results[k] for k in ("cost/train_seconds", "cost/train_tokens_per_sec")},
-                    step=trainer.global_step,
-                )
+            fit_cost = {k: results[k] for k in FIT_COST if k in results}
+            if fit_cost:
+                tracker.log_metrics(fit_cost, step=trainer.global_step)
             tracker.log_artifact(out_dir / "results.json")
             if samples:
                 tracker.log_artifact(out_dir / "samples.txt")

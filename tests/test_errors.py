@@ -162,7 +162,7 @@ def test_a_setting_a_constructor_refuses_is_one_line(
     "overrides,message",
     [
         (["trainer.accelerator=bogus"], "trainer: You selected an invalid accelerator name"),
-        (["+trainer.precision=bogus"], "trainer: Precision 'bogus' is invalid"),
+        (["trainer.precision=bogus"], "trainer: Precision 'bogus' is invalid"),
         (["+trainer.nonsense=1"], "argument 'nonsense' (not a Trainer setting;"),
         (["model=lstm_tiny", "model.batching.batch_size=0"], "batch_size must be >= 1, got 0"),
         (

@@ -261,7 +261,7 @@ def test_the_same_command_and_seed_give_identical_metrics(tmp_path, model, extra
     cfg = compose_train([*overrides, "force=true"], tmp_path)  # force: the hash is the same
     second = run(cfg)
     timing = ("cost/train_seconds", "cost/train_tokens_per_sec", "cost/eval_tokens_per_sec")
-    timing += ("cost/peak_rss_mb",)
+    timing += ("cost/peak_rss_mb", "cost/train_flops_per_sec")
     keys = sorted(k for k in first if k not in timing)
     assert "test/ppl" in keys and "val/ppl" in keys
     assert {k: first[k] for k in keys} == {k: second[k] for k in keys}  # exactly
@@ -342,7 +342,7 @@ def test_every_finetune_option_added_since_the_studies_ran_is_a_later_default(tm
 
     cfg = compose_train([*tiny_corpus_overrides(), "model=lstm_small", "task=[sst2]"], tmp_path)
     finetune = cfg.task.sst2.finetune
-    later = {path[-1]: default for path, default in LATER_DEFAULTS.items() if path[2] == "finetune"}
+    later = {p[-1]: default for p, default in LATER_DEFAULTS.items() if p[2:3] == ("finetune",)}
     added = set(finetune) - STUDY_FINETUNE_KEYS
     assert added == set(later), "add each new task.*.finetune option to LATER_DEFAULTS"
     for key in added:

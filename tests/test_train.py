@@ -231,6 +231,50 @@ def test_debug_fast_smoke_tests_a_neural_family(tiny_cfg, model):
     assert math.isfinite(results["val/ppl"]) and math.isfinite(results["test/ppl"])
 
 
+def test_a_transformer_run_logs_its_flops_rate_and_evaluation_windows(tiny_cfg):
+    """The achieved training FLOP/s is FLOPs per token × tokens per second; the sliding-window
+    evaluation's window and stride are params (design.md §3.2, §4)."""
+    cfg = tiny_cfg(
+        "model=transformer_tiny",
+        "samples.count=0",
+        "trainer.enable_progress_bar=false",
+        "tracking.log_model=false",
+        "study=transformer_cost",
+        tracking="mlflow",
+    )
+    results = run(cfg)
+    _, _, (mlrun,) = _runs(cfg)
+    metrics, params = mlrun.data.metrics, mlrun.data.params
+    for values in (results, metrics):
+        flops = values["cost/train_flops_per_token"] * values["cost/train_tokens_per_sec"]
+        assert flops > 0
+        assert values["cost/train_flops_per_sec"] == pytest.approx(flops, rel=1e-9)
+    batching = cfg.model.batching
+    assert params["eval.window"] == str(batching.seq_len) == "16"
+    assert params["eval.stride"] == str(batching.seq_len - batching.min_context) == "8"
+    assert params["trainer.precision"] == "32-true"
+
+
+def test_trainer_precision_is_a_plain_setting_hashed_as_absent_at_its_default(tmp_path):
+    """``trainer.precision=bf16-mixed`` as written (no ``+``), under every trainer config; at
+    Lightning's default it hashes as the runs from before the key existed."""
+    from omegaconf import OmegaConf
+
+    from lineage.tracking import config_hash, resolved
+
+    base = [*tiny_corpus_overrides(), "model=transformer_tiny"]
+    for extra in ([], ["debug=fast"], ["trainer=ddp"], ["trainer=fast"]):
+        assert compose_train([*base, *extra], tmp_path).trainer.precision == "32-true", extra
+        bf16 = compose_train([*base, *extra, "trainer.precision=bf16-mixed"], tmp_path)
+        assert bf16.trainer.precision == "bf16-mixed", extra
+    h = config_hash(compose_train(base, tmp_path))
+    older = resolved(compose_train(base, tmp_path))
+    del older["trainer"]["precision"]  # the config as the runs before the key had it
+    assert config_hash(OmegaConf.create(older)) == h
+    assert config_hash(compose_train([*base, "trainer.precision=32-true"], tmp_path)) == h
+    assert config_hash(compose_train([*base, "trainer.precision=bf16-mixed"], tmp_path)) != h
+
+
 def test_a_finished_config_is_skipped_unless_forced(tiny_cfg):
     first = run(tiny_cfg("model=rule", "study=skip", tracking="mlflow"))
     again = run(tiny_cfg("model=rule", "study=skip", tracking="mlflow"))

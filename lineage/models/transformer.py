@@ -73,18 +73,25 @@ class CausalSelfAttention(nn.Module):
         """
         B, T, D = x.shape
         q, k, v = self.qkv(x).split(D, dim=2)  # 3 × (B, T, D)
-        q, k, v = (z.view(B, T, self.n_heads, D // self.n_heads).transpose(1, 2) for z in (q, k, v))
+        q, k, v = (  # 3 × (B, h, T, D/h)
+            z.view(B, T, self.n_heads, D // self.n_heads).transpose(1, 2) for z in (q, k, v)
+        )
         if past is not None:
             k = torch.cat([past[0], k], dim=2)  # (B, h, P+T, D/h)
             v = torch.cat([past[1], v], dim=2)  # (B, h, P+T, D/h)
         P = k.shape[2] - T
         drop = self.dropout if self.training else 0.0
         if P == 0:
-            y = F.scaled_dot_product_attention(q, k, v, dropout_p=drop, is_causal=True)
+            y = F.scaled_dot_product_attention(  # (B, h, T, D/h)
+                q, k, v, dropout_p=drop, is_causal=True
+            )
         else:
             # is_causal aligns the mask top-left; with a cache, query i sits at position P + i
-            mask = torch.ones(T, P + T, dtype=torch.bool, device=x.device).tril(diagonal=P)
-            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=drop)
+            mask = torch.ones(T, P + T, dtype=torch.bool, device=x.device)  # (T, P+T)
+            mask = mask.tril(diagonal=P)  # (T, P+T): query i sees keys 0..P+i
+            y = F.scaled_dot_product_attention(  # (B, h, T, D/h)
+                q, k, v, attn_mask=mask, dropout_p=drop
+            )
         y = y.transpose(1, 2).reshape(B, T, D)  # (B, T, D)
         return self.resid_drop(self.proj(y)), (k, v)
 

@@ -145,7 +145,7 @@ def _fit_tiny(tmp_path, *overrides: str):
         limit_train_batches=3,
         limit_val_batches=2,
         **{**model.trainer_overrides(), "max_epochs": 1},
-        precision=cfg.trainer.get("precision", "32-true"),
+        precision=cfg.trainer.precision,
     )
     trainer.fit(model, datamodule=dm)
     return model, dm, trainer
@@ -224,12 +224,32 @@ def test_schedule_length_follows_the_trainer_and_the_budget_is_a_model_setting(t
 
 
 def test_bf16_mixed_precision_on_cpu(tmp_path):
+    """``lineage-train model=transformer_tiny trainer.precision=bf16-mixed``: a plain setting
+    (Lightning's default ``32-true`` is in conf/trainer), which the run's Trainer computes in."""
+    import lightning as L
+
+    from lineage.train import run
+
+    class Precision(L.Callback):  # the precision the run's Trainer computes in
+        def on_fit_start(self, trainer, pl_module):
+            self.precision = trainer.precision
+
     try:
         with torch.autocast("cpu", dtype=torch.bfloat16):
             torch.nn.functional.scaled_dot_product_attention(*torch.randn(3, 1, 1, 4, 8))
     except RuntimeError as err:
         pytest.skip(f"bfloat16 autocast unsupported here: {err}")
-    model, dm, trainer = _fit_tiny(tmp_path, "+trainer.precision=bf16-mixed")
+    model, dm, trainer = _fit_tiny(tmp_path, "trainer.precision=bf16-mixed")
     assert trainer.precision == "bf16-mixed"
     trainer.validate(model, datamodule=dm, verbose=False)
     assert math.isfinite(model.eval_results["val/ppl"])
+    # through the runner, as the command line does
+    cfg = compose_train(
+        [*tiny_corpus_overrides(), "tracking=none", "model=transformer_tiny", "samples.count=0"]
+        + ["trainer.enable_progress_bar=false", "trainer.precision=bf16-mixed"],
+        tmp_path / "run",
+    )
+    seen = Precision()
+    results = run(cfg, callbacks=[seen])
+    assert seen.precision == "bf16-mixed"
+    assert math.isfinite(results["val/ppl"]) and math.isfinite(results["test/ppl"])

@@ -515,7 +515,7 @@ def test_a_setting_the_family_cannot_take_fails_before_training(
 
 @pytest.mark.parametrize(
     "overrides, precision",
-    [([], "32-true"), (["trainer=ddp", "+trainer.precision=bf16-mixed"], "bf16-mixed")],
+    [([], "32-true"), (["trainer=ddp", "trainer.precision=bf16-mixed"], "bf16-mixed")],
 )
 def test_task_training_shares_the_runs_accelerator_and_precision_on_one_device(
     tmp_path, overrides, precision
