@@ -432,6 +432,94 @@ def test_plot_labels_name_the_corpus_when_a_study_has_several():
     assert _labels(one) == ["ngram"]
 
 
+# a cluster of long-named rows with near-equal size, time and perplexity, the largest models
+# (right edge of the size plot), two far points that set the axes' span, and one learning curve
+CLUSTER = [
+    ("transformer_small_long_name", 4.20e6, 3000.0, "112"),
+    ("lstm_small_with_a_long_name", 4.25e6, 3050.0, "112.5"),
+    ("gru_small_with_a_long_name", 4.30e6, 3100.0, "113"),
+    ("rnn_small_with_a_long_name", 4.35e6, 3150.0, "113.5"),
+    ("ngram_kn3_with_a_long_name", 4.40e6, 3200.0, "114"),
+    ("rule", 80.0, 0.1, "2500"),
+    ("ngram_add_k", 3e5, 1.0, "270"),
+    ("lstm_tiny", 1e6, 600.0, "400 250 180 150"),
+]
+
+
+def _cluster_table():
+    def run(i, model, params, seconds, history):
+        last = history.split()[-1]
+        return {"run_id": f"c{i}", "start_time": str(i), "tags.model": model, "tags.seed": "0",
+                "tags.family": model.split("_")[0], "tags.year": "2000",
+                "tags.config_hash": f"h{i}", "tags.corpus": "ptb", "metrics.test/ppl": last,
+                "metrics.val/ppl": last, "metrics.cost/params": str(params),
+                "metrics.cost/train_seconds": str(seconds), "history.val/ppl": history}  # fmt: skip
+
+    specs = OmegaConf.to_container(OmegaConf.load(CONF / "report.yaml").table.columns)
+    return build_table([run(i, *row) for i, row in enumerate(CLUSTER)], specs, {})
+
+
+def _label_boxes(monkeypatch, draw, labels):
+    """The figure ``draw`` would save, drawn on the Agg canvas instead: its window extent, the
+    plotting area's, and the extent of each text artist that reads one of ``labels``."""
+    import matplotlib.pyplot as plt
+    from matplotlib.text import Text
+
+    from lineage.report import plots
+
+    kept = []
+    monkeypatch.setattr(plots, "_save", lambda fig, path: kept.append(fig) or path)
+    draw()
+    (fig,) = kept
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    texts = [t for t in fig.findobj(Text) if t.get_text().strip() in labels]
+    assert sorted(t.get_text().strip() for t in texts) == sorted(labels)
+    boxes = {t.get_text().strip(): t.get_window_extent(renderer) for t in texts}
+    frame, area = fig.bbox, fig.axes[0].get_window_extent(renderer)
+    plt.close(fig)
+    return frame, area, boxes
+
+
+def _assert_readable(frame, boxes):
+    for name, box in boxes.items():
+        inside = frame.x0 <= box.x0 and box.x1 <= frame.x1 and frame.y0 <= box.y0
+        assert inside and box.y1 <= frame.y1, f"{name} is cut off: {box} outside {frame}"
+    names = sorted(boxes)
+    for k, a in enumerate(names):
+        for b in names[k + 1 :]:
+            p, q = boxes[a], boxes[b]
+            apart = p.x1 <= q.x0 or q.x1 <= p.x0 or p.y1 <= q.y0 or q.y1 <= p.y0
+            assert apart, f"the labels {a!r} and {b!r} overlap: {p} and {q}"
+
+
+@pytest.mark.parametrize(("metric", "name"), [(P, "Parameters"), (S, "Training time (s)")])
+def test_scatter_labels_of_close_points_neither_overlap_nor_leave_the_figure(
+    monkeypatch, tmp_path, metric, name
+):
+    from lineage.report.plots import scatter
+
+    table = _cluster_table()
+    labels = [row[0] for row in CLUSTER]
+    frame, _, boxes = _label_boxes(
+        monkeypatch, lambda: scatter(table, metric, name, "title", tmp_path / "s.png"), labels
+    )
+    _assert_readable(frame, boxes)
+
+
+def test_reference_line_labels_neither_overlap_nor_cover_the_curves(monkeypatch, tmp_path):
+    from lineage.report.plots import learning_curves
+
+    table = _cluster_table()
+    references = [row[0] for row in CLUSTER if len(row[3].split()) == 1]
+    frame, area, boxes = _label_boxes(
+        monkeypatch, lambda: learning_curves(table, tmp_path / "c.png"), references
+    )
+    _assert_readable(frame, boxes)
+    for name, box in boxes.items():  # beside the plotting area, so off every curve
+        assert box.x0 >= area.x1, f"{name} is drawn over the curves"
+
+
 SWEEP_STUDY = "sweep"
 SMALL = "model.max_epochs=1 trainer.limit_train_batches=5"
 # (model, overrides, seed, config hash, metrics, val/ppl per epoch); times follow list order
