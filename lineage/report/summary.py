@@ -129,24 +129,158 @@ def planned_runs(
     ]
 
 
+def _standing_for(plan: PlannedRun, jobs: Sequence[Mapping[str, str]]) -> list:
+    """The job rows that are ``plan``'s run: same model and seed, each swept setting as the
+    run's params record it (or, for a key the params leave out, as its ``overrides`` tag has it),
+    and no override beyond the swept ones (``model.lm.order=2`` is another row, not the plan's)."""
+    swept = {k for k, _ in plan.settings}
+    return [
+        r
+        for r in jobs
+        if r.get("tags.model", "") == plan.model
+        and str(r.get("tags.seed", "")) == plan.seed
+        and all(_recorded(r, k) == v for k, v in plan.settings)
+        and _override_keys(r) <= swept
+    ]
+
+
 def missing_runs(planned: Sequence[PlannedRun], rows: Sequence[Mapping[str, str]]) -> list:
-    """The planned jobs with no finished job run in ``rows``: same model and seed, each swept
-    setting as the run's params record it (or, for a key the params leave out, as its
-    ``overrides`` tag has it), and no override beyond the swept ones (``model.lm.order=2`` is
-    another row, not the plan's)."""
+    """The planned jobs with no finished job run in ``rows`` (:func:`_standing_for`)."""
     jobs = [r for r in rows if not r.get("parent_run_id")]
+    return [p for p in planned if not _standing_for(p, jobs)]
 
-    def done(plan: PlannedRun) -> bool:
-        swept = {k for k, _ in plan.settings}
-        return any(
-            r.get("tags.model", "") == plan.model
-            and str(r.get("tags.seed", "")) == plan.seed
-            and all(_recorded(r, k) == v for k, v in plan.settings)
-            and _override_keys(r) <= swept
-            for r in jobs
-        )
 
-    return [p for p in planned if not done(p)]
+def stale_runs(
+    planned: Sequence[PlannedRun],
+    rows: Sequence[Mapping[str, str]],
+    hashes: Mapping[PlannedRun, Sequence[str]],
+) -> list[PlannedRun]:
+    """The planned jobs done in ``rows`` under an earlier config: none of their rows carries one
+    of the hashes the job's config has today (``hashes``: :func:`lineage.tracking.config_hashes`),
+    so ``lineage-train experiment=<study>`` would run them again."""
+    jobs = [r for r in rows if not r.get("parent_run_id")]
+    stale = []
+    for plan in planned:
+        found = _standing_for(plan, jobs)
+        if found and not {r.get("tags.config_hash", "") for r in found} & set(hashes[plan]):
+            stale.append(plan)
+    return stale
+
+
+# The report's own settings (and the study file, given anyway): not forwarded to the train
+# config composed for the stale check.
+REPORT_KEYS = ("source", "out_dir", "log_to_mlflow", "action", "ui", "runs_csv", "table", "hydra",
+               "experiment")  # fmt: skip
+
+
+def _job_values(sweep_params: Mapping[str, str]) -> dict[str, dict[str, str]]:
+    """``{key: {value as PlannedRun records it: value as the sweeper writes the job's
+    override}}`` for every swept key (Hydra's BasicSweeper writes ``str`` of each element)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.core.override_parser.types import Transformer
+
+    from lineage.tracking import param_text
+
+    parser = OverridesParser.create()
+    texts: dict[str, dict[str, str]] = {}
+    for key, text in sweep_params.items():
+        override = parser.parse_override(f"{key}={text}")
+        if override.is_sweep_override():
+            pairs = [(v, Transformer.str(v)) for v in override.sweep_iterator()]
+        else:
+            pairs = [(override.value(), override.get_value_element_as_str())]
+        texts[str(key)] = {param_text(v): s for v, s in pairs}
+    return texts
+
+
+def todays_hashes(
+    name: str,
+    sweep_params: Mapping[str, str],
+    planned: Sequence[PlannedRun],
+    overrides: Sequence[str] = (),
+) -> dict[PlannedRun, list[str]]:
+    """Each planned job's config hashes today, both forms the skip accepts
+    (:func:`lineage.tracking.config_hashes`): ``conf/train.yaml`` composed as
+    ``lineage-train experiment=<name>`` composes the job, with ``overrides`` (the report's
+    command line, minus its own keys) as the study command's.
+
+    One composition per model and swept setting, the seed set on it (configs read it only as
+    ``${seed}``, resolved when hashed): lineage_ptb's 31 jobs are 13 compositions, half the time.
+    Raises ReportError naming the job whose config does not compose or hash.
+    """
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    from lineage.tracking import config_hashes
+
+    parser = OverridesParser.create()
+    values = _job_values(sweep_params)
+    planned_keys = {"model", "seed", *values}
+    forwarded = []
+    for text in overrides:
+        key = parser.parse_override(text).key_or_group
+        if key not in planned_keys and re.split(r"[./]", key)[0] not in REPORT_KEYS:
+            # the report's config lacks the train defaults (trainer: null), so a setting it
+            # needs `+` for may already be in the train config: there it is set, `++`
+            plain_add = text.startswith("+") and not text.startswith("++")
+            forwarded.append(f"+{text}" if plain_add else text)
+    groups: dict[tuple, list[PlannedRun]] = {}
+    for plan in planned:
+        groups.setdefault((plan.model, plan.settings), []).append(plan)
+
+    def hashes() -> dict[PlannedRun, list[str]]:
+        found = {}
+        for (model, settings), plans in groups.items():
+            plan = plans[0]
+            try:
+                job = [f"experiment={name}", f"model={model}", f"seed={plan.seed}"]
+                job += [f"{k}={values[k][v]}" for k, v in settings]
+                cfg = compose("train", overrides=[*forwarded, *job])
+                for plan in plans:
+                    cfg.seed = parser.parse_override(f"seed={plan.seed}").value()
+                    found[plan] = config_hashes(cfg)
+            except Exception as err:
+                raise ReportError(f"composing {plan}'s config failed: {_one_line(err)}") from err
+        return found
+
+    if GlobalHydra.instance().is_initialized():  # inside lineage-report: its search path
+        return hashes()
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        return hashes()
+
+
+def check_stale(
+    name: str,
+    sweep_params: Mapping[str, str] | None,
+    planned: Sequence[PlannedRun],
+    missing: Sequence[PlannedRun],
+    rows: Sequence[Mapping[str, str]],
+    overrides: Sequence[str] = (),
+) -> tuple[list[PlannedRun], str | None]:
+    """(the planned jobs done under an earlier config, why that was not checked or ``None``).
+
+    Only the hashes a config gives by itself are compared: a run whose tag was computed with
+    other locations (the earlier form hashes a task's ``data_dir``) counts as stale unless the
+    report is given them too, and the skip's last resort (the config in the run's
+    ``results.json``) is not read.
+    """
+    not_done = set(missing)
+    done = [p for p in planned if p not in not_done]
+    if not done or not sweep_params:
+        return [], None
+    try:
+        hashes = todays_hashes(name, sweep_params, done, overrides)
+    except Exception as err:  # whatever fails here, the report is still made, unchecked
+        return [], _one_line(err)
+    return stale_runs(done, rows, hashes), None
+
+
+def _one_line(err: Exception) -> str:
+    """An error's message on one line: Hydra's and OmegaConf's unindented lines (their
+    indented ``full_key``/``object_type`` lines left out)."""
+    lines = [x.strip() for x in str(err).splitlines() if x.strip() and not x[0].isspace()]
+    return " ".join(lines) or type(err).__name__
 
 
 def _parsed_overrides(row: Mapping[str, str]) -> list:
@@ -201,6 +335,8 @@ def provenance(
     name: str,
     planned: Sequence[PlannedRun],
     missing: Sequence[PlannedRun],
+    stale: Sequence[PlannedRun] = (),
+    stale_not_checked: str | None = None,
 ) -> dict[str, Any]:
     """What the table was made from: code, configs, data, runs, date (all from ``runs.csv``)."""
     runs = table.runs
@@ -240,6 +376,8 @@ def provenance(
         "notes": list(table.notes),
         "planned_runs": len(planned),
         "missing_runs": [str(p) for p in missing],
+        "stale_runs": [str(p) for p in stale],
+        "stale_not_checked": stale_not_checked,
         "git_shas": dict(sorted(shas.items())),
         "git_dirty_runs": dirty,
         "lineage_versions": versions,
@@ -306,6 +444,14 @@ def footer_lines(prov: Mapping[str, Any]) -> list[str]:
     if prov["planned_runs"]:
         done = prov["planned_runs"] - len(prov["missing_runs"])
         runs += f"; {done} of the {prov['planned_runs']} runs the study plans"
+        if prov.get("stale_runs"):
+            study_file = Path(prov["study_file"]).stem if prov["study_file"] else prov["study"]
+            runs += (
+                f"; {len(prov['stale_runs'])} of them under an earlier config (their config hash "
+                f"is not today's: `lineage-train experiment={study_file}` reruns them)"
+            )
+        elif prov.get("stale_not_checked"):
+            runs += f" (not checked against today's config: {prov['stale_not_checked']})"
     lines = [
         f"Runs: {runs}.",
         f"Code: git {shas or 'unknown'}{dirty}; lineage {', '.join(prov['lineage_versions'])}.",
@@ -509,11 +655,14 @@ def report(cfg: DictConfig, experiment_choice: str | None = None) -> dict[str, A
 
     Returns:
         ``{"name", "out_dir", "runs_csv", "source", "store_note", "store_runs", "csv_runs",
-        "table", "text", "files", "provenance", "report_run_id", "missing"}``: ``source`` is
-        where the runs came from (the store URI, or ``runs.csv`` alone when ``source=csv`` or
-        there is no store); ``store_note`` why the store was not read ("" when it was);
+        "table", "text", "files", "provenance", "report_run_id", "missing", "stale",
+        "stale_not_checked"}``: ``source`` is where the runs came from (the store URI, or
+        ``runs.csv`` alone when ``source=csv`` or there is no store); ``store_note`` why the
+        store was not read ("" when it was);
         ``store_runs`` the finished runs read from the store (``None`` when it was not read);
-        ``csv_runs`` the rows ``runs.csv`` held before the store's runs were merged in.
+        ``csv_runs`` the rows ``runs.csv`` held before the store's runs were merged in;
+        ``missing`` the planned runs not finished, ``stale`` those finished under an earlier
+        config (:func:`check_stale`), ``stale_not_checked`` why that was not checked, or None.
 
     Raises:
         ReportError: an unknown ``source``; the study has no runs, neither in the store nor
@@ -568,9 +717,10 @@ def report(cfg: DictConfig, experiment_choice: str | None = None) -> dict[str, A
         )
         store_runs = len(new)
         rows = merge_runs(rows, new)
-    sweep = None
+    sweep, overrides = None, []
     if experiment_choice and HydraConfig.initialized():
         sweep = HydraConfig.get().sweeper.get("params")
+        overrides = list(HydraConfig.get().overrides.task)
     planned = planned_runs(sweep, tracking.get("only_seeds"))
     if not rows:
         where = (
@@ -603,6 +753,8 @@ def report(cfg: DictConfig, experiment_choice: str | None = None) -> dict[str, A
         "provenance": None,
         "report_run_id": None,
         "missing": [],
+        "stale": [],
+        "stale_not_checked": None,
     }
     from lineage.report.plots import write_figures
     from lineage.report.table import build_table, render_markdown
@@ -611,7 +763,17 @@ def report(cfg: DictConfig, experiment_choice: str | None = None) -> dict[str, A
     rows = read_runs_csv(runs_csv)  # the tables are rendered from the file, as anyone would
     table = build_table(rows, list(cfg.table.columns), dict(cfg.table.task_names))
     missing = missing_runs(planned, rows)
-    prov = provenance(table, rows, study=study, name=name, planned=planned, missing=missing)
+    stale, not_checked = check_stale(name, sweep, planned, missing, rows, overrides)
+    prov = provenance(
+        table,
+        rows,
+        study=study,
+        name=name,
+        planned=planned,
+        missing=missing,
+        stale=stale,
+        stale_not_checked=not_checked,
+    )
     title = f"Study {study} ({', '.join(sorted(set(table.frame['corpus'])))})"
     tables.mkdir(parents=True, exist_ok=True)
     contents = render_files(table, prov, name, title)
@@ -637,6 +799,8 @@ def report(cfg: DictConfig, experiment_choice: str | None = None) -> dict[str, A
         provenance=prov,
         report_run_id=run_id,
         missing=missing,
+        stale=stale,
+        stale_not_checked=not_checked,
     )
     return result
 
@@ -670,6 +834,11 @@ def runs_summary(study: str, result: Mapping[str, Any]) -> str:
     )
 
 
+def _listed(runs: Sequence[PlannedRun], n: int = 12) -> str:
+    more = len(runs) - n
+    return ", ".join(str(p) for p in runs[:n]) + (f", … {more} more" if more > 0 else "")
+
+
 @hydra.main(config_path=CONF_DIR, config_name="report", version_base="1.3")
 def _hydra_main(cfg: DictConfig) -> None:
     from lineage.data.sources import DataError
@@ -690,12 +859,19 @@ def _hydra_main(cfg: DictConfig) -> None:
     prov = result["provenance"]
     print(result["text"])
     if result["missing"]:
-        shown = ", ".join(str(p) for p in result["missing"][:12])
-        more = len(result["missing"]) - 12
         print(
             f"Not finished yet: {len(result['missing'])} of {prov['planned_runs']} planned runs "
-            f"({shown}{f', … {more} more' if more > 0 else ''})."
+            f"({_listed(result['missing'])})."
         )
+    if result["stale"]:
+        done = prov["planned_runs"] - len(result["missing"])
+        print(
+            "Under an earlier config (their config hash is not today's: "
+            f"`lineage-train experiment={result['name']}` reruns them): {len(result['stale'])} "
+            f"of the {done} finished planned runs ({_listed(result['stale'])})."
+        )
+    elif result["stale_not_checked"]:
+        print(f"Not checked against today's config: {result['stale_not_checked']}.")
     from lineage.report.plots import FIGURES
 
     n_fig = len(FIGURES)
