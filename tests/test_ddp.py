@@ -12,14 +12,13 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
+import lightning as L
 import pytest
 import torch
-from conftest import ROOT, compose_train, tiny_corpus_overrides
-from mlflow.tracking import MlflowClient
-
-from lineage.train import run
+from conftest import ROOT, compose_train, free_port, tiny_corpus_overrides
 
 TINY = [
     "model=lstm_small",
@@ -76,9 +75,15 @@ def _train(tmp_path: Path, name: str, *overrides: str, model: list[str] = TINY) 
     return json.loads((out / "results.json").read_text())
 
 
-# three interpreter start-ups (lightning, mlflow): ~35 s idle, minutes on a loaded machine
+# three interpreter start-ups (lightning, mlflow): 22 s on an idle 2-core machine (2026-12-07),
+# minutes on a loaded one; test_two_processes_train_on_disjoint_rows_... is its fast form
 @pytest.mark.slow
 def test_ddp_two_cpu_processes_match_one_process(tmp_path):
+    # imported here: the fast test's worker processes import this module, and need neither
+    from mlflow.tracking import MlflowClient
+
+    from lineage.train import run
+
     two = _train(tmp_path, "two", "trainer=ddp", "tracking=mlflow", "study=ddp")
     torch.set_num_threads(1)
     res1 = run(compose_train([*tiny_corpus_overrides(), *TINY, "tracking=none"], tmp_path / "one"))
@@ -95,6 +100,118 @@ def test_ddp_two_cpu_processes_match_one_process(tmp_path):
     runs = client.search_runs([client.get_experiment_by_name("ddp").experiment_id])
     assert [r.info.status for r in runs] == ["FINISHED"]
     assert len(client.get_metric_history(runs[0].info.run_id, "val/ppl")) >= 2
+
+
+class _RankRecord(L.Callback):
+    """Each process writes the training rows it was given, the evaluation targets it scored and
+    its last valid metrics to ``<out>/rank<r>.pt`` (a worker process returns nothing else)."""
+
+    def __init__(self, out: Path):
+        self.out = out
+
+    def setup(self, trainer, pl_module, stage):
+        self.train, self.carry, self.val = [], [], []
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        self.train.append(batch.tokens.clone())
+        self.carry.append(batch.carry)
+
+    def on_validation_batch_start(self, trainer, pl_module, batch, batch_idx, dataloader_idx=0):
+        self.val.append(batch.n_targets)
+
+    def on_fit_end(self, trainer, pl_module):
+        metrics = {k: float(trainer.callback_metrics[k]) for k in ("val/ppl", "val/tokens")}
+        record = {"train": self.train, "carry": self.carry, "val": self.val, **metrics}
+        record["vocab"] = len(pl_module.vocab)
+        torch.save(record, self.out / f"rank{trainer.global_rank}.pt")
+
+
+def _fit(corpus: dict, model: dict, root: Path, **trainer_kwargs) -> dict:
+    """One fit from the same initial weights whatever the processes; this process's record."""
+    from hydra.utils import instantiate
+
+    torch.manual_seed(0)
+    dm = instantiate(corpus)
+    dm.setup()
+    module = instantiate(model, vocab=dm.vocab.itos)
+    dm.set_batching(module.batching())
+    root.mkdir(parents=True, exist_ok=True)
+    trainer = L.Trainer(
+        accelerator="cpu",
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        default_root_dir=str(root),
+        callbacks=[_RankRecord(root)],
+        **trainer_kwargs,
+        **module.trainer_overrides(),
+    )
+    trainer.fit(module, datamodule=dm)
+    return torch.load(root / f"rank{trainer.global_rank}.pt")
+
+
+def _ddp_worker(rank: int, corpus: dict, model: dict, root: str, port: int) -> None:
+    """One of two processes launched by the test, as a cluster's launcher would: Lightning's
+    ``ddp`` strategy (that of ``trainer=ddp``) then starts no processes of its own."""
+    os.environ.update(
+        MASTER_ADDR="127.0.0.1",
+        MASTER_PORT=str(port),
+        NODE_RANK="0",
+        LOCAL_RANK=str(rank),
+        WORLD_SIZE="2",
+    )
+    _fit(corpus, model, Path(root), devices=2, strategy="ddp")
+
+
+def test_two_processes_train_on_disjoint_rows_and_match_one_process(tmp_path):
+    """The fast form of the slow test above: two gloo processes started here (interpreters with
+    this module imported, not two ``lineage-train`` runs with MLflow), one epoch of the tiny
+    corpus. Each rank trains on its own half of every batch's rows, rank 0 scores every valid
+    target, and the valid perplexity after the epoch equals one process's: the average of the
+    halves' gradients is the whole batch's."""
+    import torch.multiprocessing as mp
+    from hydra.utils import instantiate
+    from omegaconf import OmegaConf
+
+    cfg = compose_train(
+        [*tiny_corpus_overrides(), *TINY, "model.max_epochs=1", "tracking=none"], tmp_path
+    )
+    corpus, model = (OmegaConf.to_container(c, resolve=True) for c in (cfg.corpus, cfg.model))
+    dm = instantiate(corpus)
+    dm.setup()  # prepared once into the cache, which the three fits then read
+    n = dm.stream("val").numel() - 1  # the valid targets
+    workers = mp.start_processes(
+        _ddp_worker,
+        args=(corpus, model, str(tmp_path / "two"), free_port()),
+        nprocs=2,
+        join=False,
+        start_method="spawn",
+    )
+    try:
+        whole = _fit(corpus, model, tmp_path / "one", devices=1)  # meanwhile, in this process
+        deadline = time.monotonic() + 240
+        while not workers.join(timeout=1):  # raises if a worker failed, with its traceback
+            if time.monotonic() > deadline:
+                pytest.fail("the two DDP processes did not finish in 240 s")
+    finally:
+        for process in workers.processes:
+            if process.is_alive():
+                process.kill()
+    ranks = [torch.load(tmp_path / "two" / f"rank{r}.pt") for r in (0, 1)]
+
+    assert len(whole["train"]) > 5, "several steps, so that two different fits drift apart"
+    assert [len(r["train"]) for r in ranks] == [len(whole["train"])] * 2
+    for i, batch in enumerate(whole["train"]):
+        halves = [r["train"][i] for r in ranks]
+        assert [h.shape[0] for h in halves] == [2, 2], "rows shared out, not repeated"
+        assert torch.equal(torch.cat(halves), batch), i  # rank 0 rows 0-1, rank 1 rows 2-3
+        assert ranks[0]["carry"][i] == ranks[1]["carry"][i] == whole["carry"][i]
+    assert sum(whole["val"]) == sum(ranks[0]["val"]) == n and sum(ranks[1]["val"]) == 0
+    assert whole["val/tokens"] == ranks[0]["val/tokens"] == ranks[1]["val/tokens"] == n
+    assert whole["val/ppl"] < 0.9 * whole["vocab"], "trained: the comparison can fail"
+    for rank in ranks:  # the reduced sums: both ranks report rank 0's scoring
+        assert rank["val/ppl"] == pytest.approx(whole["val/ppl"], rel=1e-4)
 
 
 def test_sharding_gives_each_rank_its_rows_and_rank_0_every_evaluation_target():
@@ -120,7 +237,6 @@ def test_sharding_gives_each_rank_its_rows_and_rank_0_every_evaluation_target():
 def test_ddp_transformer_scores_every_evaluation_window_once(tmp_path):
     """Two ranks and an odd number of evaluation windows: each window is scored by one rank, and
     the perplexities equal one process's scoring of the same (best) checkpoint."""
-    import lightning as L
     from hydra.utils import instantiate
 
     from lineage.data.windows import sliding_windows

@@ -1,6 +1,7 @@
 """Recurrent families (RNN, LSTM, GRU): proper distributions, learning, stateful scoring equal to
-one untruncated pass, the Zaremba schedule, MLflow learning curves, seeded determinism, and the
-PTB reproduction behind ``slow``."""
+one untruncated pass, truncated BPTT in training (state carried, detached, reset each epoch), the
+Zaremba schedule, MLflow learning curves, seeded determinism, and the PTB reproduction behind
+``slow``."""
 
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ from lineage.train import run
 CELLS = ("rnn", "lstm", "gru")
 SMALL = {"rnn": "rnn_small", "lstm": "lstm_small", "gru": "gru_small"}
 TINY_NET = ("model.net.hidden_size=16", "model.net.num_layers=2")
+RECURRENT = "lineage.models.recurrent.RecurrentLM"
 
 
 @pytest.fixture(autouse=True)
@@ -78,6 +80,116 @@ def test_state_carrying_scores_the_same_as_one_untruncated_pass(cell):
     fresh = stream_batches(stream, 1, 7, "test")[1]
     fresh.carry = False
     assert not torch.allclose(model.token_log_probs(fresh)[0, 1:], expected[7:14], atol=1e-5)
+
+
+def _tensors(state) -> list[torch.Tensor]:
+    """The tensors of a net's state (an LSTM's: one ``(h, c)`` pair per layer), in order."""
+    if isinstance(state, torch.Tensor):
+        return [state]
+    return [t for part in state for t in _tensors(part)]
+
+
+def test_training_carries_the_detached_state_across_batches_and_resets_it_each_epoch(tmp_path):
+    """Truncated BPTT in a real fit (two epochs of four stream batches): batch k+1 starts from
+    batch k's final state, equal in value and detached, so its loss's gradient stops at the batch
+    boundary; every epoch starts from the zero state."""
+    import torch.nn.functional as F
+    from torch.utils.data import DataLoader
+
+    from lineage.data.windows import passthrough
+
+    torch.manual_seed(0)
+    model = NeuralLM(  # specs, not lambdas: Lightning drops hparams it cannot pickle in fit
+        ["<unk>", "<eos>", *(f"w{i}" for i in range(18))],
+        net={"_target_": RECURRENT, "_partial_": True, "cell": "lstm", "hidden_size": 12},
+        optimizer={"_target_": "torch.optim.SGD", "_partial_": True, "lr": 1.0},
+        batching={"mode": "stream", "batch_size": 2, "seq_len": 5},
+    )  # 2 layers of 12 units, no clipping, no dropout
+    batches = stream_batches(torch.randint(0, 20, (41,)), 2, 5, "train")  # 4 batches, (2, 6)
+    assert [b.carry for b in batches] == [False, True, True, True]
+    net_forward = model.net.forward
+    calls = []  # one per training step: the net's state in and out, its embedded inputs
+
+    def recording_forward(tokens, state=None):
+        if not torch.is_grad_enabled():  # scoring and sampling: not a training step
+            return net_forward(tokens, state)
+        embedded = []
+        hook = model.net.embedding.register_forward_hook(lambda m, i, out: embedded.append(out))
+        try:
+            logits, new_state = net_forward(tokens, state)
+        finally:
+            hook.remove()
+        embedded[0].retain_grad()  # the gradient that reaches this batch's inputs
+        calls.append({"state_in": state, "state_out": new_state, "embedded": embedded[0]})
+        return logits, new_state
+
+    model.net.forward = recording_forward
+    params = [p for p in model.parameters() if p.requires_grad]
+
+    class Watch(L.Callback):
+        def __init__(self):
+            self.starts = []  # (epoch, batch index, the module's state before the step)
+
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+            # the module's own state, after its on_train_epoch_start and before the step
+            held = pl_module._train_state
+            self.starts.append((trainer.current_epoch, batch_idx, held))
+            self.batch = batch
+
+        def on_before_optimizer_step(self, trainer, pl_module, optimizer):
+            # after this step's backward, before the update
+            call = calls[-1]
+            call["epoch"] = trainer.current_epoch
+            call["grad_own_step"] = call["embedded"].grad.clone()
+            call["param_grads"] = [p.grad.clone() for p in params]
+            # the same loss computed afresh from the carried state as a constant
+            with torch.enable_grad():
+                logits, _ = net_forward(self.batch.tokens[:, :-1], call["state_in"])
+                loss = F.cross_entropy(logits.flatten(0, 1), self.batch.tokens[:, 1:].flatten())
+                call["fresh_grads"] = torch.autograd.grad(loss, params)
+
+    watch = Watch()
+    trainer = L.Trainer(
+        accelerator="cpu",
+        max_epochs=2,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[watch],
+        default_root_dir=str(tmp_path),
+    )
+    val = stream_batches(torch.randint(0, 20, (21,)), 1, 10, "val")  # between the epochs
+    trainer.fit(
+        model,
+        train_dataloaders=DataLoader(batches, batch_size=None, collate_fn=passthrough),
+        val_dataloaders=DataLoader(val, batch_size=None, collate_fn=passthrough),
+    )
+
+    assert [c["epoch"] for c in calls] == [0, 0, 0, 0, 1, 1, 1, 1]
+    # (b) reset: each epoch's first step starts from the zero state, not the previous epoch's
+    # last one (which is still held when the epoch ends)
+    firsts = [held for epoch, i, held in watch.starts if i == 0]
+    assert len(firsts) == 2 and all(held is None for held in firsts)
+    assert [c["state_in"] is None for c in calls] == [True, False, False, False] * 2
+    for prev, call in zip(calls, calls[1:], strict=False):
+        if call["state_in"] is None:  # the first step of an epoch
+            continue
+        # (a) carried: batch k+1 starts from batch k's final state, value for value ...
+        before, carried = _tensors(prev["state_out"]), _tensors(call["state_in"])
+        assert len(carried) == 4, "(h, c) for each of the 2 layers"
+        for out, into in zip(before, carried, strict=True):
+            assert out.grad_fn is not None, "in the graph before the cut: the test can fail"
+            assert torch.equal(into, out.detach())
+            # ... and detached: outside batch k's graph
+            assert into.grad_fn is None and not into.requires_grad
+        # (c) batch k+1's backward sent no gradient into batch k's inputs: their gradient is
+        # the one their own step gave them (a backward through the carried state would add to it)
+        assert prev["grad_own_step"].abs().sum() > 0
+        assert torch.equal(prev["embedded"].grad, prev["grad_own_step"])
+        # and the gradient Lightning stepped with is that of batch k+1 alone, from the state
+        for stepped, fresh in zip(call["param_grads"], call["fresh_grads"], strict=True):
+            assert torch.allclose(stepped, fresh, rtol=1e-5, atol=1e-7)
 
 
 def test_config_errors_name_the_key():
