@@ -95,6 +95,63 @@ def test_parallel_sweep_on_one_sqlite_store(tmp_path):
         assert db.execute("PRAGMA integrity_check").fetchone() == ("ok",)
 
 
+def test_an_interrupted_sweep_resumes_where_it_stopped(tmp_path):
+    """Ctrl-C in the middle of a study's sweep, then the same command again: the jobs that had
+    FINISHED are skipped (not rerun), the interrupted one is FAILED (not left RUNNING), and the
+    rest run, so every planned job has exactly one FINISHED run."""
+    import signal
+    import time
+
+    env = {**os.environ, "LINEAGE_CACHE_DIR": str(tmp_path / "cache"), "LINEAGE_OFFLINE": "1"}
+    env.update(ONE_THREAD)
+    cmd = [sys.executable, "-m", "lineage.train", "--config-dir", str(STUDIES)]
+    cmd += ["experiment=tiny_study", f"paths.root_dir={tmp_path}", *tiny_corpus_overrides()]
+    db = tmp_path / "mlruns" / "mlflow.db"
+    sweep = subprocess.Popen(
+        cmd,
+        cwd=ROOT,
+        env=env,
+        start_new_session=True,
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    finished: list[str] = []
+    deadline = time.monotonic() + 300
+    while not finished and sweep.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+        if db.exists():
+            with sqlite3.connect(db, timeout=20) as con:
+                try:
+                    finished = [
+                        r
+                        for (r,) in con.execute(
+                            "SELECT run_uuid FROM runs WHERE status = 'FINISHED'"
+                        )
+                    ]
+                except sqlite3.OperationalError:  # the schema is being created
+                    pass
+    os.killpg(sweep.pid, signal.SIGINT)  # Ctrl-C in the terminal: the whole process group
+    log = sweep.communicate(timeout=120)[0]
+    assert sweep.returncode != 0, log[-3000:]  # stopped, not completed
+    _, runs = _study_runs(tmp_path)
+    before = {r.info.run_id: r.info.status for r in runs}
+    done_before = {k for k, status in before.items() if status == "FINISHED"}
+    assert 1 <= len(done_before) < 4, (before, log[-3000:])  # interrupted mid-sweep
+    assert "RUNNING" not in before.values()
+
+    again = _train(tmp_path)
+    log = again.stdout + again.stderr
+    assert again.returncode == 0, log[-3000:]
+    assert log.count("already FINISHED this config") == len(done_before)
+    _, runs = _study_runs(tmp_path)
+    finished_runs = [r for r in runs if r.info.status == "FINISHED"]
+    assert {r.info.run_id for r in finished_runs} >= done_before  # kept, not rerun
+    jobs = sorted((r.data.tags["model"], r.data.tags["seed"]) for r in finished_runs)
+    assert jobs == [("rule", "0"), ("rule", "1"), ("uniform", "0"), ("uniform", "1")]
+    assert {r.info.status for r in runs} <= {"FINISHED", "FAILED"}
+
+
 def test_a_study_plan_cuts_seeds_unless_forced(tiny_cfg, caplog):
     """tracking.only_seeds: {model: [seeds]} — other seeds of that model are skipped before any
     work (and run with force=true); other models are not affected."""
