@@ -387,7 +387,31 @@ def test_a_task_column_counts_only_the_newest_task_version_of_its_row():
     ]
     made = provenance(table, rows, study="s", name="s", planned=[], missing=[])
     assert made["notes"] == table.notes
-    assert footer_lines(made)[-1] == f"Left out: {table.notes[-1]}."
+    assert footer_lines(made)[-1] == f"Note: {table.notes[-1]}."
+
+
+def test_rows_counting_different_task_versions_are_named_under_the_table():
+    """Two rows scored on SMS spam version 1, one on version 2: their cells do not compare, and
+    the table says which row counts which version."""
+    sms = "sms_spam/test/accuracy"
+
+    def job(run_id, model, version, value):
+        row = {**_lstm_job(run_id, 1, 0, f"f{run_id}", **{sms: value}), "tags.model": model}
+        row["params.task.sms_spam.source"] = "sms_spam"
+        if version > 1:
+            row["params.task.sms_spam.version"] = str(version)
+        return row
+
+    rows = [job("a", "lstm_small", 1, 0.93), job("b", "lstm_tiny", 1, 0.90)]
+    rows.append(job("c", "lstm_medium", 2, 0.95))
+    specs = OmegaConf.to_container(OmegaConf.load(CONF / "report.yaml").table.columns)
+    table = build_table(rows, specs, {"sms_spam": "SMS spam"})
+    assert table.notes == [
+        "SMS spam acc. (%): rows of different task versions, which do not compare: version 2 in "
+        "lstm_medium; version 1 in the other 2"
+    ]
+    # one version throughout: nothing to say
+    assert build_table(rows[:2], specs, {"sms_spam": "SMS spam"}).notes == []
 
 
 def test_rows_follow_the_lineage_then_the_year():

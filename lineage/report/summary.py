@@ -459,7 +459,7 @@ def footer_lines(prov: Mapping[str, Any]) -> list[str]:
         f"Config hashes: {hashes}.",
         f"Generated: {prov['generated']} ({prov['generated_from']}) by `{prov['command']}`.",
     ]
-    lines += [f"Left out: {note}." for note in prov.get("notes", [])]
+    lines += [f"Note: {note}." for note in prov.get("notes", [])]
     return lines
 
 

@@ -238,6 +238,7 @@ def build_table(
             "n": int(seed_key.loc[group.index].nunique()),
         }
         record["_notes"] = notes = []
+        record["_versions"] = versions = {}
         for column in columns:
             name, needed = f"metrics.{column.metric}", f"metrics.{column.requires}"
             values = group[name] if name in group else pd.Series(dtype=float)
@@ -246,7 +247,8 @@ def build_table(
             values = values.dropna()
             # one value per seed: its latest run's (the group is by seed, latest first)
             values = values[~seed_key.loc[values.index].duplicated()]
-            values = _newest_task_version(values, group, column, notes).to_numpy(float)
+            values = _newest_task_version(values, group, column, notes, versions)
+            values = values.to_numpy(float)
             record[f"{column.key}.mean"] = float(values.mean()) if values.size else np.nan
             record[f"{column.key}.sd"] = float(values.std(ddof=1)) if values.size > 1 else np.nan
             record[f"{column.key}.n"] = int(values.size)
@@ -282,9 +284,9 @@ def build_table(
         label = row_label(r["model"], r["overrides"])
         label += f" ({r['_variant']})" if r["_variant"] else ""
         notes += [f"{label}, {note}" for note in r["_notes"]]
-    frame = pd.DataFrame(
-        [{k: v for k, v in r.items() if k not in ("_size", "_variant", "_notes")} for r in records]
-    )
+    notes += _task_versions_across_rows(records, columns)
+    hidden = ("_size", "_variant", "_notes", "_versions")
+    frame = pd.DataFrame([{k: v for k, v in r.items() if k not in hidden} for r in records])
     frame["year"] = frame["year"].astype("Int64")
     for column in columns:
         frame[f"{column.key}.best"] = _best(frame, column)
@@ -352,15 +354,21 @@ def _latest_runs(runs: pd.DataFrame, keys: list[str]) -> tuple[pd.DataFrame, int
 
 
 def _newest_task_version(
-    values: pd.Series, group: pd.DataFrame, column: Column, notes: list[str]
+    values: pd.Series,
+    group: pd.DataFrame,
+    column: Column,
+    notes: list[str],
+    versions: dict[str, int],
 ) -> pd.Series:
     """A task column's values from the runs of the newest task version in the row: a version
-    bump changed what the task's test set is, so older runs' values are left out (noted)."""
+    bump changed what the task's test set is, so older runs' values are left out (noted). The
+    version counted goes to ``versions[column.key]``."""
     name = f"_version.{column.metric.split('/')[0]}"
     if name not in group or values.empty:
         return values
     version = group.loc[values.index, name].fillna(1.0)
     newest = version.max()
+    versions[column.key] = int(newest)
     older = version < newest
     if older.any():
         notes.append(
@@ -368,6 +376,30 @@ def _newest_task_version(
             f"{int(version[older].max())} left out, version {int(newest)} counted"
         )
     return values[~older]
+
+
+def _task_versions_across_rows(records: list[dict[str, Any]], columns: list[Column]) -> list:
+    """A note per task column whose rows count different task versions (their test sets
+    differ, so those cells do not compare): the rows of each version but the most common."""
+    notes = []
+    for column in columns:
+        rows: dict[int, list[str]] = {}
+        for r in records:
+            if column.key in r["_versions"]:
+                label = row_label(r["model"], r["overrides"])
+                label += f" ({r['_variant']})" if r["_variant"] else ""
+                rows.setdefault(r["_versions"][column.key], []).append(label)
+        if len(rows) < 2:
+            continue
+        common = max(sorted(rows), key=lambda v: len(rows[v]))
+        others = "; ".join(
+            f"version {v} in {', '.join(rows[v])}" for v in sorted(rows) if v != common
+        )
+        notes.append(
+            f"{column.header}: rows of different task versions, which do not compare: "
+            f"{others}; version {common} in the other {len(rows[common])}"
+        )
+    return notes
 
 
 def compared_across_corpora(column: Column) -> bool:
