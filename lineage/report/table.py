@@ -281,9 +281,7 @@ def build_table(
     records.sort(key=order)
     notes = []
     for r in records:
-        label = row_label(r["model"], r["overrides"])
-        label += f" ({r['_variant']})" if r["_variant"] else ""
-        notes += [f"{label}, {note}" for note in r["_notes"]]
+        notes += [f"{_record_label(r)}, {note}" for note in r["_notes"]]
     notes += _task_versions_across_rows(records, columns)
     hidden = ("_size", "_variant", "_notes", "_versions")
     frame = pd.DataFrame([{k: v for k, v in r.items() if k not in hidden} for r in records])
@@ -378,6 +376,12 @@ def _newest_task_version(
     return values[~older]
 
 
+def _record_label(record: dict[str, Any]) -> str:
+    """A row's name in a note: ``ngram [model.lm.order=2]``, ``lstm_small (finetune)``."""
+    label = row_label(record["model"], record["overrides"])
+    return label + (f" ({record['_variant']})" if record["_variant"] else "")
+
+
 def _task_versions_across_rows(records: list[dict[str, Any]], columns: list[Column]) -> list:
     """A note per task column whose rows count different task versions (their test sets
     differ, so those cells do not compare): the rows of each version but the most common."""
@@ -386,9 +390,7 @@ def _task_versions_across_rows(records: list[dict[str, Any]], columns: list[Colu
         rows: dict[int, list[str]] = {}
         for r in records:
             if column.key in r["_versions"]:
-                label = row_label(r["model"], r["overrides"])
-                label += f" ({r['_variant']})" if r["_variant"] else ""
-                rows.setdefault(r["_versions"][column.key], []).append(label)
+                rows.setdefault(r["_versions"][column.key], []).append(_record_label(r))
         if len(rows) < 2:
             continue
         common = max(sorted(rows), key=lambda v: len(rows[v]))
